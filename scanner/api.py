@@ -1,0 +1,232 @@
+"""The stable probe API: everything a probe (built-in or third-party) may import.
+
+A probe is *sans-I/O*. It never touches a socket: it declares facts about itself and writes its
+conversation as a generator (the *dialogue*) that yields steps and receives their outcome:
+
+* ``Send(data)``: the engine writes ``data``; the generator receives ``None``.
+* ``Recv(framer)``: the engine reads until ``framer`` says one whole message is buffered and sends
+  that message (``bytes``) back into the generator. Bytes past the message stay buffered for the
+  next ``Recv``. On UDP, one ``Recv`` is one datagram (the framer must accept it whole).
+* ``StartTLS()``: the engine upgrades the connection; the generator receives a :class:`TLSFacts`.
+
+When the engine cannot do a step it *throws* into the generator: :class:`RecvTimeout`,
+:class:`RecvClosed`, :class:`MessageTooLarge` or :class:`TLSFailed`. A probe may catch them (an
+optional command that goes unanswered) or let them propagate: the engine then reports the status
+and keeps whatever the probe stored with :meth:`ProbeContext.found` as the partial result.
+
+The dialogue returns a :class:`Finding`, or raises :class:`NotThisProtocol` when the bytes are not
+its protocol. Framers and parsers are plain functions over ``bytes`` so that the live engine, the
+pcap replay and the transcript tests all drive the very same code.
+
+Everything not exported here is private to portproof and may change without notice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = [
+    "Dialogue",
+    "Evidence",
+    "Finding",
+    "Framer",
+    "MessageTooLarge",
+    "NotThisProtocol",
+    "Probe",
+    "ProbeContext",
+    "Recv",
+    "RecvClosed",
+    "RecvTimeout",
+    "Send",
+    "StartTLS",
+    "Step",
+    "StepError",
+    "TLSFacts",
+    "TLSFailed",
+    "Transport",
+]
+
+Transport = Literal["tcp", "udp"]
+
+#: A framer looks at the buffered bytes and returns the length of the first complete message,
+#: ``None`` when more bytes are needed, or raises :class:`NotThisProtocol`.
+Framer = Callable[[bytes], "int | None"]
+
+
+class NotThisProtocol(Exception):
+    """The bytes seen are not this probe's protocol (a framer, parser or dialogue says so)."""
+
+
+class StepError(Exception):
+    """Base of the errors the engine throws into a dialogue when a step cannot be done."""
+
+    def __init__(self, message: str, partial: bytes = b"") -> None:
+        super().__init__(message)
+        #: bytes that had been received for the unfinished message (capped)
+        self.partial = partial
+
+
+class RecvTimeout(StepError):
+    """No complete message arrived within the read timeout."""
+
+
+class RecvClosed(StepError):
+    """The peer closed (or reset) the connection before a complete message arrived."""
+
+
+class MessageTooLarge(StepError):
+    """The framer still needed more bytes when the message reached ``Recv.max_size``."""
+
+
+class TLSFailed(StepError):
+    """The TLS handshake requested with :class:`StartTLS` failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write ``data`` to the peer (one datagram on UDP)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Recv:
+    """Read one framed message.
+
+    ``max_size`` bounds the buffered message (the engine throws :class:`MessageTooLarge` past it);
+    ``timeout`` overrides the engine's read timeout for this step (seconds).
+    """
+
+    framer: Framer
+    max_size: int = 64 * 1024
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    """Upgrade the connection to TLS (for STARTTLS-style commands); returns :class:`TLSFacts`."""
+
+    server_name: str | None = None
+
+
+Step = Send | Recv | StartTLS
+
+#: The type of a probe's dialogue generator.
+Dialogue = Generator[Step, Any, "Finding"]
+
+
+@dataclass(frozen=True, slots=True)
+class TLSFacts:
+    """What the engine learned from a TLS handshake (given to the dialogue after StartTLS)."""
+
+    version: str
+    cipher: str
+    certificate_der: bytes | None = None
+    alpn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One fact that decided an identification: where it was seen and what it said."""
+
+    #: where: "greeting", "EHLO", "CAPABILITY", "rootDSE vendorName", ...
+    source: str
+    #: the exact text (or a short hex dump) seen; made terminal-safe only at display time
+    value: str
+
+
+@dataclass(slots=True)
+class Finding:
+    """A probe's answer: the service it confirmed and what it learned about the product.
+
+    ``service`` uses the profile's service names (``smtp``, ``imap``, ``pop3``, ``nntp``,
+    ``ldap``, ``dns``, ``msrpc``, ``tsap``, ``http``, ...). ``confidence`` is 0..10 like nmap's
+    ``conf``: 10 when the product named itself, lower when inferred from behaviour.
+    """
+
+    service: str
+    product: str | None = None
+    version: str | None = None
+    confidence: int = 8
+    evidence: list[Evidence] = field(default_factory=list)
+    #: probe-specific facts (JSON-serialisable values only)
+    details: dict[str, Any] = field(default_factory=dict)
+    #: short free text for nmap's extrainfo (OS, hostname, ...)
+    extrainfo: str | None = None
+    #: host facts other probes on the same host may use (e.g. the AD domain)
+    host_facts: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, source: str, value: str | bytes) -> None:
+        """Record a piece of evidence (bytes are decoded as latin-1 so nothing is lost)."""
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        self.evidence.append(Evidence(source, value[:4096]))
+
+
+@dataclass(slots=True)
+class ProbeContext:
+    """What the engine tells a dialogue about the connection it is driving."""
+
+    address: str
+    port: int
+    transport: Transport = "tcp"
+    #: the name the user gave for the target, if any (for Host headers, SNI, EHLO checks)
+    hostname: str | None = None
+    #: set when the connection is (or became) TLS
+    tls: TLSFacts | None = None
+    #: True when TLS was started by the engine before the dialogue (implicit TLS)
+    implicit_tls: bool = False
+    #: seeded generator: every random id a probe sends must come from here (replayable requests)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    #: facts found by earlier probes on the same host (e.g. ``{"ad_domain": "lab.example.test"}``)
+    host_facts: dict[str, Any] = field(default_factory=dict)
+    #: the name the client announces in EHLO/HELO and similar commands
+    client_name: str = "portproof.invalid"
+    #: the partial finding stored with :meth:`found`; the engine reports it if a step fails
+    partial: Finding | None = None
+
+    def found(self, finding: Finding) -> Finding:
+        """Remember ``finding`` as the result so far and return it (for incremental dialogues)."""
+        self.partial = finding
+        return finding
+
+
+class Probe:
+    """Base class of every probe. Subclasses set the class attributes and write ``dialogue``.
+
+    Declared facts (validated when the registry loads the probe):
+
+    * ``name``: the probe's name, same as its module, entry point and CLI option;
+    * ``services``: the service names it can report;
+    * ``transports``: ``("tcp",)``, ``("udp",)`` or both;
+    * ``ports``: port hints (the fast lane tries the probe first on these ports);
+    * ``tls_ports``: ports where the service usually runs inside implicit TLS;
+    * ``server_first``: the server speaks first; ``match`` then decides from the greeting;
+    * ``rarity``: 1 (common) .. 9 (rare): outside its hinted ports the probe only runs when
+      ``rarity <= intensity``;
+    * ``summary``: one line for ``fingerprint probes``.
+    """
+
+    name: ClassVar[str] = ""
+    services: ClassVar[tuple[str, ...]] = ()
+    transports: ClassVar[tuple[Transport, ...]] = ("tcp",)
+    ports: ClassVar[tuple[int, ...]] = ()
+    tls_ports: ClassVar[tuple[int, ...]] = ()
+    server_first: ClassVar[bool] = False
+    rarity: ClassVar[int] = 5
+    summary: ClassVar[str] = ""
+
+    def match(self, greeting: bytes) -> bool:
+        """For server-first probes: could ``greeting`` (the first bytes read) be this protocol?
+
+        Cheap and conservative; the dialogue then confirms. Client-first probes return False.
+        """
+        return False
+
+    def dialogue(self, ctx: ProbeContext) -> Dialogue:
+        """The conversation, as a generator of steps returning a :class:`Finding`."""
+        raise NotImplementedError
+        yield  # pragma: no cover  (makes this a generator function)
