@@ -1,0 +1,352 @@
+"""The ``fingerprint`` command line.
+
+    fingerprint TARGET... [-p PORTS] [--profile FILE] [-o table|jsonl|json] [-oX FILE] ...
+    fingerprint replay FILE_OR_DIR... [-o ...]
+    fingerprint probes [--json]
+    fingerprint schema
+
+Heavy modules (scapy, rich, cryptography) are imported only when needed so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from scanner import __version__
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+SUBCOMMANDS = ("scan", "replay", "probes", "schema")
+
+
+def _err(msg: str) -> None:
+    from scanner.safe import safe_text
+
+    sys.stderr.write(f"fingerprint: {safe_text(msg, 2000)}\n")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", choices=("table", "jsonl", "json"), default="table",
+                     help="output format on standard output (default: table)")
+    out.add_argument("-oX", dest="xml", metavar="FILE", help="also write nmap-compatible XML to FILE")
+    out.add_argument("-v", "--verbose", action="count", default=0,
+                     help="show evidence and probe tracebacks (table), keep tracebacks (JSON)")
+    plug = p.add_argument_group("probes and plugins")
+    plug.add_argument("--probe", action="append", default=[], metavar="NAME",
+                      help="use only this probe (repeatable)")
+    plug.add_argument("--exclude-probe", action="append", default=[], metavar="NAME",
+                      help="do not use this probe (repeatable)")
+    plug.add_argument("--require-probes", metavar="A,B", help="fail unless these probes are loaded")
+    plug.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
+    plug.add_argument("--plugin-path", action="append", default=[], metavar="PATH",
+                      help="load probe modules from a file or folder (development; also PORTPROOF_PLUGIN_PATH)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of a scan (``fingerprint [scan] TARGET...``)."""
+    p = argparse.ArgumentParser(
+        prog="fingerprint",
+        description="Confirm the real service behind each port: protocol, product, version, TLS facts, "
+        "and whether it is what the port profile says it should carry.",
+        epilog="Other commands: 'fingerprint replay FILE...' (pcap/pcapng), 'fingerprint probes' (list "
+        "probes), 'fingerprint schema' (JSON Schema of the output).",
+    )
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help="address, host name, CIDR (127.0.0.0/29) or range (127.0.0.1-5)")
+    p.add_argument("--version", action="version", version=f"portproof {__version__}")
+    t = p.add_argument_group("targets and ports")
+    t.add_argument("-iL", dest="input_list", metavar="FILE", help="read targets from FILE ('-' for stdin)")
+    t.add_argument("-n", dest="no_resolve", action="store_true", help="never resolve host names")
+    t.add_argument("-p", "--ports", metavar="PORTS",
+                   help="ports instead of the profile's: 25,110,389-390 or U:53,T:25")
+    t.add_argument("--profile", metavar="NAME|FILE", help="port profile (default: built-in exchange-ad)")
+    s = p.add_argument_group("scheduling")
+    s.add_argument("--fast", action="store_true", help="only probes hinted for each port (no slow lane)")
+    s.add_argument("--intensity", type=int, default=7, choices=range(1, 10), metavar="1-9",
+                   help="slow lane: also try probes of rarity <= N on each port (default 7)")
+    s.add_argument("--concurrency", type=int, default=256, metavar="N", help="connections at once (default 256)")
+    s.add_argument("--per-host", type=int, default=16, metavar="N", help="ports of one host at once (default 16)")
+    s.add_argument("--rate", type=float, default=0.0, metavar="N", help="new connections per second (0: no limit)")
+    s.add_argument("--connect-timeout", type=float, default=3.0, metavar="S")
+    s.add_argument("--read-timeout", type=float, default=5.0, metavar="S")
+    s.add_argument("--greeting-wait", type=float, default=3.0, metavar="S",
+                   help="wait for a greeting on ports whose probe expects the server to speak first")
+    s.add_argument("--port-timeout", type=float, default=60.0, metavar="S", help="total time per port")
+    s.add_argument("--udp-timeout", type=float, default=1.0, metavar="S")
+    s.add_argument("--seed", type=int, default=0, help="seed of request ids (replayable requests)")
+    s.add_argument("--client-name", default="portproof.invalid", help="name sent in EHLO and similar")
+    s.add_argument("--record", metavar="FILE", help="write the scan's conversations to a pcap file")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_common(p)
+    return p
+
+
+def _load_registry(args: argparse.Namespace) -> Any:
+    from scanner.registry import PluginError, load_registry
+
+    try:
+        reg = load_registry(strict=args.strict_plugins, plugin_paths=args.plugin_path)
+    except PluginError as exc:
+        _err(str(exc))
+        raise SystemExit(EXIT_ERROR) from exc
+    for e in reg.errors:
+        _err(f"plugin skipped: {e.entry_point} from {e.distribution}: {e.error}")
+    names = {p.name for p in reg.probes}
+    wanted = [n.strip() for n in (args.require_probes or "").split(",") if n.strip()]
+    wanted += list(args.probe)
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        _err(f"required probe(s) not loaded: {', '.join(missing)} (loaded: {', '.join(sorted(names))})")
+        raise SystemExit(EXIT_ERROR)
+    return reg
+
+
+class _Progress:
+    """A progress bar on stderr for long scans (only on a terminal)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled and total > 8 and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.bar = Progress("scanning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task("scan", total=total)
+            self.bar.start()
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _emit(results: list[Any], args: argparse.Namespace, meta: dict[str, Any], streamed: bool) -> None:
+    from scanner.output import render_table, results_to_json
+
+    if args.output == "table":
+        render_table(results, verbose=bool(args.verbose))
+    elif args.output == "json":
+        sys.stdout.write(results_to_json(results, meta, verbose=bool(args.verbose)) + "\n")
+    elif not streamed:
+        from scanner.output import JSONLinesWriter
+
+        w = JSONLinesWriter(sys.stdout, bool(args.verbose))
+        for r in results:
+            w(r)
+
+
+def cmd_scan(argv: Sequence[str]) -> int:
+    """``fingerprint [scan] TARGET...``"""
+    args = build_parser().parse_args(argv)
+    from scanner.engine import Scanner, ScanOptions, _new_loop
+    from scanner.profile import ProfileError, load_profile, parse_ports
+    from scanner.targets import TargetError, expand_targets, read_target_file
+
+    specs = list(args.targets)
+    try:
+        if args.input_list:
+            specs += read_target_file(args.input_list)
+        if not specs:
+            _err("no targets given (try: fingerprint 127.0.0.1)")
+            return EXIT_USAGE
+        profile = load_profile(args.profile)
+        entries = parse_ports(args.ports, profile) if args.ports else list(profile.entries)
+        targets = expand_targets(specs, resolve=not args.no_resolve)
+    except (ProfileError, TargetError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    registry = _load_registry(args)
+    recorder = None
+    if args.record:
+        from scanner.record import Recorder
+
+        recorder = Recorder(args.record)
+    options = ScanOptions(
+        connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, greeting_wait=args.greeting_wait,
+        port_timeout=args.port_timeout, udp_timeout=args.udp_timeout, concurrency=max(1, args.concurrency),
+        per_host=max(1, args.per_host), rate=args.rate, fast=args.fast, intensity=args.intensity,
+        probes=tuple(args.probe), exclude=tuple(args.exclude_probe), seed=args.seed,
+        client_name=args.client_name, resolve=not args.no_resolve, recorder=recorder,
+    )
+    results: list[Any] = []
+    progress = _Progress(len(targets) * len(entries), not args.no_progress)
+    writer = None
+    if args.output == "jsonl":
+        from scanner.output import JSONLinesWriter
+
+        writer = JSONLinesWriter(sys.stdout, bool(args.verbose))
+
+    def on_result(r: Any) -> None:
+        results.append(r)
+        if writer is not None:
+            writer(r)
+        progress.advance()
+
+    scanner = Scanner(registry, options, on_result)
+    start = time.time()
+    code = EXIT_OK
+    import asyncio
+
+    try:
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            runner.run(scanner.run(targets, entries))
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    finally:
+        progress.stop()
+        if recorder is not None:
+            recorder.close()
+    end = time.time()
+    for note in scanner.notes:
+        _err(note)
+    meta = {"scanner": "portproof", "version": __version__, "args": list(argv), "start": start, "end": end,
+            "profile": profile.name, "interrupted": code == EXIT_INTERRUPTED}
+    _emit(results, args, meta, streamed=writer is not None)
+    if args.xml:
+        from scanner.output import write_nmap_xml
+
+        write_nmap_xml(results, args.xml, " ".join(["fingerprint", *argv]), start, end)
+    if code == EXIT_INTERRUPTED:
+        total = len(targets) * len(entries)
+        _err(f"interrupted: {len(results)} of {total} ports scanned, {total - len(results)} not scanned")
+    return code
+
+
+def cmd_probes(argv: Sequence[str]) -> int:
+    """``fingerprint probes``: list every probe and where it comes from."""
+    p = argparse.ArgumentParser(prog="fingerprint probes", description="List the probes the registry loads.")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("--strict-plugins", action="store_true")
+    p.add_argument("--plugin-path", action="append", default=[])
+    p.add_argument("--probe", action="append", default=[])
+    p.add_argument("--require-probes")
+    args = p.parse_args(argv)
+    reg = _load_registry(args)
+    rows = [
+        {
+            "name": i.probe.name,
+            "distribution": i.distribution,
+            "version": i.version,
+            "builtin": i.builtin,
+            "transports": list(i.probe.transports),
+            "ports": list(i.probe.ports),
+            "tls_ports": list(i.probe.tls_ports),
+            "server_first": i.probe.server_first,
+            "rarity": i.probe.rarity,
+            "summary": i.probe.summary,
+        }
+        for i in reg.infos
+    ]
+    if args.json:
+        import json
+
+        print(json.dumps({"probes": rows, "errors": [e.__dict__ for e in reg.errors]}, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    from scanner.safe import safe_text
+
+    table = Table(title="probes")
+    for col in ("name", "distribution", "transport", "ports", "rarity", "built-in", "summary"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], safe_text(f"{r['distribution']} {r['version']}".strip(), 60),
+                      "/".join(r["transports"]), ",".join(map(str, r["ports"])), str(r["rarity"]),
+                      "yes" if r["builtin"] else "no", safe_text(r["summary"], 100))
+    Console(highlight=False).print(table)
+    return EXIT_OK
+
+
+def cmd_schema(argv: Sequence[str]) -> int:
+    """``fingerprint schema``: print the JSON Schema of one output record."""
+    from scanner.schema import schema_json
+
+    sys.stdout.write(schema_json())
+    return EXIT_OK
+
+
+def cmd_replay(argv: Sequence[str]) -> int:
+    """``fingerprint replay FILE_OR_DIR...``"""
+    p = argparse.ArgumentParser(prog="fingerprint replay",
+                                description="Identify services offline from pcap/pcapng captures.")
+    p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    _add_common(p)
+    args = p.parse_args(argv)
+    registry = _load_registry(args)
+    try:
+        from scanner.replay import replay_paths
+    except ImportError as exc:
+        _err(f"replay is not available: {exc}")
+        return EXIT_ERROR
+    results: list[Any] = []
+    writer = None
+    if args.output == "jsonl":
+        from scanner.output import JSONLinesWriter
+
+        writer = JSONLinesWriter(sys.stdout, bool(args.verbose))
+
+    def on_result(r: Any) -> None:
+        results.append(r)
+        if writer is not None:
+            writer(r)
+
+    start = time.time()
+    probes = registry.select(args.probe, args.exclude_probe).probes
+    try:
+        report = replay_paths(list(args.paths), probes, on_result=on_result)
+    except KeyboardInterrupt:
+        _emit(results, args, {"interrupted": True}, streamed=writer is not None)
+        return EXIT_INTERRUPTED
+    end = time.time()
+    for e in getattr(report, "errors", []):
+        _err(str(e))
+    meta = {"scanner": "portproof", "version": __version__, "args": ["replay", *argv], "start": start,
+            "end": end}
+    _emit(results, args, meta, streamed=writer is not None)
+    if args.xml:
+        from scanner.output import write_nmap_xml
+
+        write_nmap_xml(results, args.xml, " ".join(["fingerprint", "replay", *argv]), start, end)
+    read_any = getattr(report, "packets", 1) > 0 or bool(results)
+    return EXIT_OK if read_any else EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fingerprint`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args and args[0] in SUBCOMMANDS:
+            cmd, rest = args[0], args[1:]
+            if cmd == "replay":
+                return cmd_replay(rest)
+            if cmd == "probes":
+                return cmd_probes(rest)
+            if cmd == "schema":
+                return cmd_schema(rest)
+            return cmd_scan(rest)
+        return cmd_scan(args)
+    except BrokenPipeError:
+        # output piped into head & co.: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,906 @@
+"""The scan engine: connections, timeouts, TLS, scheduling; probes only speak through dialogues.
+
+Per TCP port the engine:
+
+1. connects (implicit TLS first on ports the profile or a hinted probe marks as TLS);
+2. reads the greeting once and offers it to every server-speaks-first probe's ``match`` (no new
+   connection per banner probe), hinted probes first; each matched probe runs its dialogue;
+3. then runs the client-speaks-first probes hinted for the port (the first on the same,
+   still-clean connection);
+4. then, unless ``fast``, the other client-first probes whose rarity is within ``intensity``
+   (only when the server said nothing: a greeting that no probe knows is kept as the banner);
+5. and, if nothing matched on a plain connection, tries a TLS handshake and repeats 2-4 inside.
+
+UDP ports run the UDP probes hinted for the port (all UDP probes unless ``fast``) on a connected
+socket, so an ICMP port-unreachable reports ``closed`` at once instead of a timeout.
+
+Every read is framed by the probe's framer and bounded (size and time); every port has a total
+time limit; a probe that raises an unexpected exception becomes a ``probe-bug`` attempt with its
+traceback, never a crashed scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import random
+import resource
+import socket
+import ssl
+import struct
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scanner.api import (
+    Finding,
+    MessageTooLarge,
+    NotThisProtocol,
+    Probe,
+    ProbeContext,
+    Recv,
+    RecvClosed,
+    RecvTimeout,
+    Send,
+    StartTLS,
+    StepError,
+    TLSFacts,
+    TLSFailed,
+)
+from scanner.profile import PortEntry, Profile, load_profile, parse_ports
+from scanner.registry import Registry, load_registry
+from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo
+from scanner.targets import Target, expand_targets
+from scanner.textproto import decode_text
+
+__all__ = ["ScanOptions", "Scanner", "scan", "scan_sync"]
+
+#: most steps one dialogue may take (a runaway generator is a probe bug)
+MAX_STEPS = 500
+#: bytes of the greeting offered to matchers and kept as the banner
+GREETING_CAP = 4096
+BANNER_KEEP = 512
+#: datagrams buffered per UDP socket
+UDP_QUEUE = 64
+
+
+@dataclass
+class ScanOptions:
+    """Knobs of a scan (the CLI maps its flags onto these)."""
+
+    connect_timeout: float = 3.0
+    read_timeout: float = 5.0
+    #: how long to wait for a greeting when the port's hinted probe is server-first (or unknown)
+    greeting_wait: float = 3.0
+    #: how long to wait for a greeting when the port's hinted probes are client-first
+    short_wait: float = 0.25
+    #: total time for one port, all attempts included
+    port_timeout: float = 60.0
+    tls_timeout: float = 5.0
+    udp_timeout: float = 1.0
+    #: connections in flight at once (all hosts)
+    concurrency: int = 256
+    #: ports of one host scanned at once
+    per_host: int = 16
+    #: new connections per second (0 = no limit)
+    rate: float = 0.0
+    fast: bool = False
+    intensity: int = 7
+    #: only these probes (``--probe``); empty = all
+    probes: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    seed: int = 0
+    client_name: str = "portproof.invalid"
+    resolve: bool = True
+    #: write conversations for ``--record`` (set by the CLI)
+    recorder: Any = None
+
+
+@dataclass
+class _Outcome:
+    """The state of one port while it is being scanned (so a total timeout keeps what is known)."""
+
+    state: str = "unknown"
+    finding: Finding | None = None
+    probe: str | None = None
+    tls: TLSInfo | None = None
+    banner: bytes = b""
+    attempts: list[Attempt] = field(default_factory=list)
+    error: str | None = None
+
+
+class _ProbeBug(Exception):
+    def __init__(self, tb: str) -> None:
+        super().__init__("probe raised an unexpected exception")
+        self.tb = tb
+
+
+class _ConnectFailed(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _status_of(exc: BaseException) -> str:
+    """Map a low-level error to one of the result statuses (after zgrab2's TryGetScanStatus)."""
+    if isinstance(exc, NotThisProtocol):
+        return "no-match"
+    if isinstance(exc, RecvTimeout):
+        return "io-timeout"
+    if isinstance(exc, RecvClosed):
+        return "closed-early"
+    if isinstance(exc, MessageTooLarge):
+        return "protocol-error"
+    if isinstance(exc, TLSFailed):
+        return "tls-error"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection-refused"
+    if isinstance(exc, TimeoutError):
+        return "io-timeout"
+    if isinstance(exc, ssl.SSLError):
+        return "tls-error"
+    if isinstance(exc, OSError):
+        return "connection-error"
+    return "probe-bug"
+
+
+def _tls_context() -> ssl.SSLContext:
+    """A client context that talks to anything (we report certificates, we do not trust them)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with contextlib.suppress(ValueError, ssl.SSLError):
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with contextlib.suppress(ssl.SSLError):
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    return ctx
+
+
+def tls_info_from(obj: ssl.SSLObject | ssl.SSLSocket | None, mode: str) -> tuple[TLSInfo, TLSFacts]:
+    """TLS facts of an established connection, for the result and for the dialogue."""
+    from scanner.certs import cert_facts
+
+    if obj is None:
+        info = TLSInfo(mode=mode, error="no TLS object")  # type: ignore[arg-type]
+        return info, TLSFacts(version="?", cipher="?")
+    der = obj.getpeercert(binary_form=True)
+    cipher = obj.cipher()
+    version = obj.version() or "?"
+    alpn = obj.selected_alpn_protocol()
+    cert = None
+    err = None
+    if der:
+        try:
+            cert = cert_facts(der)
+        except Exception as exc:
+            err = f"certificate not parsed: {exc}"
+    info = TLSInfo(
+        mode=mode,  # type: ignore[arg-type]
+        version=version,
+        cipher=cipher[0] if cipher else None,
+        alpn=alpn,
+        certificate=cert,
+        error=err,
+    )
+    return info, TLSFacts(version=version, cipher=cipher[0] if cipher else "?", certificate_der=der, alpn=alpn)
+
+
+class _TCPConn:
+    """One TCP connection with a receive buffer shared by successive framed reads."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, recorder: Any) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buf = bytearray()
+        self.seen = bytearray()  # the first bytes ever received (banner)
+        self.tls: TLSInfo | None = None
+        self.facts: TLSFacts | None = None
+        self.recorder = recorder
+        self.closed = False
+
+    def _got(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.seen) < BANNER_KEEP:
+            self.seen += data[: BANNER_KEEP - len(self.seen)]
+        if self.recorder is not None:
+            self.recorder.server(self, data)
+
+    async def read_some(self, wait: float, cap: int = GREETING_CAP) -> bytes:
+        """Wait up to ``wait`` s for the first bytes (a greeting); a short grace for the rest."""
+        if not self.buf:
+            try:
+                data = await asyncio.wait_for(self.reader.read(cap), wait)
+            except (TimeoutError, OSError, ssl.SSLError):
+                return b""
+            if not data:
+                self.closed = True
+                return b""
+            self._got(data)
+            # multi-packet greetings: a brief grace for the rest of the first reply
+            with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
+                while len(self.buf) < cap and not self.buf.endswith(b"\n"):
+                    more = await asyncio.wait_for(self.reader.read(cap - len(self.buf)), 0.05)
+                    if not more:
+                        break
+                    self._got(more)
+        return bytes(self.buf[:cap])
+
+    async def send(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.client(self, data)
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (OSError, ssl.SSLError) as exc:
+            raise RecvClosed(f"send failed: {exc}") from exc
+
+    async def recv(self, step: Recv, timeout: float) -> bytes:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (step.timeout if step.timeout is not None else timeout)
+        while True:
+            if self.buf:
+                view = bytes(self.buf[: step.max_size])
+                try:
+                    n = step.framer(view)
+                except NotThisProtocol:
+                    raise
+                except Exception as exc:
+                    raise _ProbeBug(traceback.format_exc()) from exc
+                if n is not None:
+                    if not isinstance(n, int) or n <= 0 or n > len(view):
+                        raise _ProbeBug(f"framer returned {n!r} for a buffer of {len(view)} bytes")
+                    msg = bytes(self.buf[:n])
+                    del self.buf[:n]
+                    return msg
+                if len(self.buf) >= step.max_size:
+                    raise MessageTooLarge(f"message larger than {step.max_size} bytes", bytes(self.buf[:256]))
+            if self.closed:
+                raise RecvClosed("connection closed before a complete message", bytes(self.buf[:256]))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise RecvTimeout("read timed out", bytes(self.buf[:256]))
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), remaining)
+            except TimeoutError:
+                raise RecvTimeout("read timed out", bytes(self.buf[:256])) from None
+            except (OSError, ssl.SSLError) as exc:
+                self.closed = True
+                raise RecvClosed(f"connection error: {exc}", bytes(self.buf[:256])) from exc
+            if not data:
+                self.closed = True
+                continue
+            self._got(data)
+
+    async def start_tls(self, server_name: str | None, timeout: float, mode: str) -> TLSFacts:
+        if self.buf:
+            # bytes after the STARTTLS reply would be injected plaintext: refuse (CVE-2011-0411 style)
+            raise TLSFailed("plaintext bytes received before the TLS handshake", bytes(self.buf[:256]))
+        try:
+            await asyncio.wait_for(
+                self.writer.start_tls(_TLS_CONTEXT, server_hostname=server_name, ssl_handshake_timeout=timeout),
+                timeout + 1,
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
+            self.closed = True
+            raise TLSFailed(f"TLS handshake failed: {type(exc).__name__}: {exc}") from exc
+        obj = self.writer.get_extra_info("ssl_object")
+        self.tls, self.facts = tls_info_from(obj, mode)
+        if self.recorder is not None:
+            self.recorder.tls_started(self)
+        return self.facts
+
+    def abort(self) -> None:
+        """Close without leaving TIME_WAIT behind (SO_LINGER 0: the kernel sends RST)."""
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport = self.writer.transport
+        with contextlib.suppress(Exception):
+            transport.abort()
+        if self.recorder is not None:
+            self.recorder.closed(self)
+
+
+_TLS_CONTEXT = _tls_context()
+
+
+class _UDPProto(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(UDP_QUEUE)
+        self.refused = asyncio.Event()
+        self.error: OSError | None = None
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
+            self.refused.set()
+        elif isinstance(exc, OSError):
+            self.error = exc
+
+
+class _UDPConn:
+    """A connected UDP socket: one Recv is one datagram."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, proto: _UDPProto, recorder: Any) -> None:
+        self.transport = transport
+        self.proto = proto
+        self.seen = bytearray()
+        self.answered = False
+        self.recorder = recorder
+
+    async def send(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.client(self, data)
+        self.transport.sendto(data)
+
+    async def recv(self, step: Recv, timeout: float) -> bytes:
+        wait = step.timeout if step.timeout is not None else timeout
+        get = asyncio.ensure_future(self.proto.queue.get())
+        refused = asyncio.ensure_future(self.proto.refused.wait())
+        try:
+            done, _ = await asyncio.wait({get, refused}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (get, refused):
+                if not fut.done():
+                    fut.cancel()
+        if get in done:
+            data = get.result()
+            self.answered = True
+            if len(self.seen) < BANNER_KEEP:
+                self.seen += data[: BANNER_KEEP - len(self.seen)]
+            if self.recorder is not None:
+                self.recorder.server(self, data)
+            if len(data) > step.max_size:
+                raise MessageTooLarge("datagram larger than max_size", data[:256])
+            try:
+                step.framer(data)
+            except NotThisProtocol:
+                raise
+            except Exception as exc:
+                raise _ProbeBug(traceback.format_exc()) from exc
+            return data
+        if refused in done:
+            raise ConnectionRefusedError("ICMP port unreachable")
+        raise RecvTimeout("no datagram within the timeout")
+
+    def abort(self) -> None:
+        self.transport.close()
+
+
+class _RateLimiter:
+    """A token bucket for new connections."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.next = 0.0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self.rate <= 0:
+            return
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            if self.next > now:
+                await asyncio.sleep(self.next - now)
+            self.next = max(now, self.next) + 1.0 / self.rate
+
+
+def _raise_nofile(wanted: int) -> int:
+    """Raise the soft descriptor limit toward ``wanted``; return the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    return soft
+
+
+class Scanner:
+    """Runs a scan of targets x ports with a registry of probes; results go to ``on_result``."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        options: ScanOptions | None = None,
+        on_result: Callable[[ScanResult], None] | None = None,
+    ) -> None:
+        self.options = options or ScanOptions()
+        reg = registry.select(self.options.probes, self.options.exclude)
+        self.probes: list[Probe] = reg.probes
+        self.on_result = on_result
+        self.host_facts: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []
+        self.unscanned = 0
+        self.done = 0
+        self.total = 0
+
+    # ------------------------------------------------------------------ planning
+    def _hinted(self, port: int, transport: str, entry: PortEntry) -> list[Probe]:
+        """Probes hinted for the port (port hints, the profile's probe, or forced with --probe)."""
+        out = []
+        for p in self.probes:
+            if transport not in p.transports:
+                continue
+            if port in p.ports or port in p.tls_ports or (entry.probe and entry.probe == p.name):
+                out.append(p)
+            elif self.options.probes and p.name in self.options.probes:
+                out.append(p)
+        return sorted(out, key=lambda p: (p.rarity, p.name))
+
+    def _others(self, transport: str, exclude: Iterable[Probe]) -> list[Probe]:
+        ex = {p.name for p in exclude}
+        out = [
+            p
+            for p in self.probes
+            if transport in p.transports and p.name not in ex and p.rarity <= self.options.intensity
+        ]
+        return sorted(out, key=lambda p: (p.rarity, p.name))
+
+    # ------------------------------------------------------------------ connections
+    async def _open_tcp(self, address: str, port: int, tls: bool, server_name: str | None) -> _TCPConn:
+        opts = self.options
+        await self._rate.acquire()
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port, limit=1 << 20), opts.connect_timeout
+            )
+        except TimeoutError:
+            raise _ConnectFailed("connection-timeout", "connect timed out") from None
+        except ConnectionRefusedError:
+            raise _ConnectFailed("connection-refused", "connection refused") from None
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise _ConnectFailed("connection-error", f"local limit: {exc.strerror}") from exc
+            if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+                raise _ConnectFailed("connection-timeout", f"unreachable: {exc.strerror}") from exc
+            raise _ConnectFailed("connection-error", f"{exc.strerror or exc}") from exc
+        conn = _TCPConn(reader, writer, opts.recorder)
+        if opts.recorder is not None:
+            opts.recorder.opened(conn, writer, address, port)
+        if tls:
+            try:
+                await conn.start_tls(server_name, opts.tls_timeout, "implicit")
+            except TLSFailed:
+                conn.abort()
+                raise
+        return conn
+
+    def _ctx(self, target: Target, port: int, transport: str, conn: _TCPConn | _UDPConn) -> ProbeContext:
+        facts = conn.facts if isinstance(conn, _TCPConn) else None
+        return ProbeContext(
+            address=target.address,
+            port=port,
+            transport=transport,  # type: ignore[arg-type]
+            hostname=target.hostname,
+            tls=facts,
+            implicit_tls=facts is not None,
+            rng=random.Random(f"{self.options.seed}:{target.address}:{port}"),
+            host_facts=self.host_facts.setdefault(target.address, {}),
+            client_name=self.options.client_name,
+        )
+
+    # ------------------------------------------------------------------ dialogue driver
+    async def _drive(
+        self, probe: Probe, conn: _TCPConn | _UDPConn, ctx: ProbeContext, out: _Outcome, tls: bool
+    ) -> Finding | None:
+        """Run one probe's dialogue over ``conn``; record the attempt; return its finding."""
+        t0 = time.monotonic()
+        status, error, tb = "success", None, None
+        finding: Finding | None = None
+        try:
+            gen = probe.dialogue(ctx)
+        except Exception:
+            gen = None
+            status, error, tb = "probe-bug", "dialogue() raised", traceback.format_exc()
+        value: Any = None
+        throw: BaseException | None = None
+        steps = 0
+        while gen is not None:
+            steps += 1
+            try:
+                if steps > MAX_STEPS:
+                    raise _ProbeBug(f"dialogue took more than {MAX_STEPS} steps")
+                step = gen.throw(throw) if throw is not None else gen.send(value)
+            except StopIteration as stop:
+                finding = stop.value
+                if not isinstance(finding, Finding):
+                    status, error = "probe-bug", f"dialogue returned {type(finding).__name__}, not a Finding"
+                    finding = None
+                break
+            except (NotThisProtocol, StepError) as exc:
+                status, error = _status_of(exc), str(exc)
+                if not isinstance(exc, NotThisProtocol):
+                    finding = ctx.partial
+                if exc is not throw and isinstance(exc, StepError) and exc.partial:
+                    pass
+                break
+            except _ProbeBug as exc:
+                status, error, tb = "probe-bug", str(exc), exc.tb
+                break
+            except Exception as exc:
+                status, error, tb = "probe-bug", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                finding = ctx.partial
+                break
+            throw, value = None, None
+            try:
+                if isinstance(step, Send):
+                    await conn.send(bytes(step.data))
+                elif isinstance(step, Recv):
+                    value = await conn.recv(step, self.options.read_timeout)
+                elif isinstance(step, StartTLS):
+                    if not isinstance(conn, _TCPConn):
+                        throw = TLSFailed("StartTLS on a UDP socket")
+                    else:
+                        value = await conn.start_tls(
+                            step.server_name or ctx.hostname, self.options.tls_timeout, "starttls"
+                        )
+                        ctx.tls = value
+                else:
+                    raise _ProbeBug(f"dialogue yielded {type(step).__name__}, not a step")
+            except _ProbeBug as exc:
+                status, error, tb = "probe-bug", str(exc), exc.tb
+                finding = ctx.partial
+                break
+            except ConnectionRefusedError:
+                out.state = "closed"
+                status, error = "connection-refused", "port unreachable"
+                break
+            except (NotThisProtocol, StepError) as exc:
+                throw = exc
+        if gen is not None:
+            with contextlib.suppress(Exception):
+                gen.close()
+        out.attempts.append(
+            Attempt(
+                probe=probe.name,
+                status=status,
+                tls=tls,
+                elapsed_ms=round((time.monotonic() - t0) * 1000, 1),
+                error=error[:300] if error else None,
+                traceback=tb,
+            )
+        )
+        if finding is not None and not isinstance(finding, Finding):
+            finding = None
+        return finding
+
+    # ------------------------------------------------------------------ TCP
+    async def _tcp_layer(self, target: Target, entry: PortEntry, tls: bool, out: _Outcome) -> bool:
+        """Try every applicable probe on one layer (plain or implicit TLS). True when identified."""
+        opts = self.options
+        port = entry.port
+        hinted = self._hinted(port, "tcp", entry)
+        try:
+            conn = await self._open_tcp(target.address, port, tls, target.hostname)
+        except _ConnectFailed as exc:
+            out.attempts.append(Attempt(probe="connect", status=exc.status, tls=tls, error=str(exc)))
+            if exc.status == "connection-refused":
+                out.state = "closed"
+            elif exc.status == "connection-timeout" and out.state == "unknown":
+                out.state = "filtered"
+            elif out.state == "unknown":
+                out.state = "unknown"
+                out.error = str(exc)
+            return False
+        except TLSFailed as exc:
+            out.state = "open"
+            out.attempts.append(Attempt(probe="tls", status="tls-error", tls=True, error=str(exc)[:300]))
+            return False
+        out.state = "open"
+        server_first_hint = any(p.server_first for p in hinted)
+        wait = opts.greeting_wait if (server_first_hint or not hinted) else opts.short_wait
+        greeting = await conn.read_some(wait)
+        if greeting and not out.banner:
+            out.banner = greeting[:BANNER_KEEP]
+        dirty = False
+        tried: set[str] = set()
+        try:
+            if greeting:
+                server_first = [p for p in self.probes if p.server_first and "tcp" in p.transports]
+                hinted_names = {p.name for p in hinted}
+                server_first.sort(key=lambda p: (p.name not in hinted_names, p.rarity, p.name))
+                for probe in server_first:
+                    try:
+                        ok = bool(probe.match(greeting))
+                    except Exception:
+                        out.attempts.append(
+                            Attempt(probe=probe.name, status="probe-bug", tls=tls, error="match() raised",
+                                    traceback=traceback.format_exc())
+                        )
+                        continue
+                    if not ok:
+                        continue
+                    tried.add(probe.name)
+                    if dirty:
+                        conn.abort()
+                        fresh = await self._reopen(target, port, tls, out)
+                        if fresh is None:
+                            return False
+                        conn = fresh
+                    if await self._run(probe, conn, target, entry, tls, out):
+                        return True
+                    dirty = True
+            candidates = [p for p in hinted if not p.server_first and p.name not in tried]
+            if not opts.fast and not greeting:
+                candidates += [p for p in self._others("tcp", hinted) if not p.server_first]
+            for probe in candidates:
+                if dirty or (greeting and probe is not candidates[0]):
+                    conn.abort()
+                    fresh = await self._reopen(target, port, tls, out)
+                    if fresh is None:
+                        return False
+                    conn = fresh
+                if await self._run(probe, conn, target, entry, tls, out):
+                    return True
+                dirty = True
+            if not greeting and not dirty and not opts.fast:
+                # a slow greeter on a port we had no server-first hint for: one more, longer look
+                more = await conn.read_some(opts.greeting_wait)
+                if more:
+                    out.banner = more[:BANNER_KEEP]
+            if not out.banner and conn.seen:
+                out.banner = bytes(conn.seen)
+        finally:
+            conn.abort()
+        return False
+
+    async def _reopen(self, target: Target, port: int, tls: bool, out: _Outcome) -> _TCPConn | None:
+        try:
+            return await self._open_tcp(target.address, port, tls, target.hostname)
+        except (_ConnectFailed, TLSFailed) as exc:
+            status = exc.status if isinstance(exc, _ConnectFailed) else "tls-error"
+            out.attempts.append(Attempt(probe="connect", status=status, tls=tls, error=str(exc)[:300]))
+            return None
+
+    async def _run(
+        self, probe: Probe, conn: _TCPConn, target: Target, entry: PortEntry, tls: bool, out: _Outcome
+    ) -> bool:
+        ctx = self._ctx(target, entry.port, "tcp", conn)
+        finding = await self._drive(probe, conn, ctx, out, tls)
+        if finding is None:
+            if conn.seen and not out.banner:
+                out.banner = bytes(conn.seen)
+            return False
+        out.finding = finding
+        out.probe = probe.name
+        out.tls = conn.tls
+        if finding.host_facts:
+            self.host_facts.setdefault(target.address, {}).update(finding.host_facts)
+        return True
+
+    async def _scan_tcp(self, target: Target, entry: PortEntry, out: _Outcome) -> None:
+        hinted = self._hinted(entry.port, "tcp", entry)
+        tls_first = entry.tls or any(entry.port in p.tls_ports for p in hinted)
+        layers = [True, False] if tls_first else [False]
+        if not self.options.fast and not tls_first:
+            layers.append(True)
+        for tls in layers:
+            if await self._tcp_layer(target, entry, tls, out):
+                return
+            if out.state in ("closed", "filtered"):
+                return
+            if out.state == "unknown" and out.error:
+                return
+
+    # ------------------------------------------------------------------ UDP
+    async def _scan_udp(self, target: Target, entry: PortEntry, out: _Outcome) -> None:
+        hinted = self._hinted(entry.port, "udp", entry)
+        probes = list(hinted)
+        if not self.options.fast:
+            probes += self._others("udp", hinted)
+        if not probes:
+            out.state = "unknown"
+            out.error = "no UDP probe applies to this port"
+            return
+        answered = False
+        for probe in probes:
+            await self._rate.acquire()
+            loop = asyncio.get_running_loop()
+            try:
+                transport, proto = await loop.create_datagram_endpoint(
+                    _UDPProto, remote_addr=(target.address, entry.port)
+                )
+            except OSError as exc:
+                out.attempts.append(Attempt(probe=probe.name, status="connection-error", error=str(exc)))
+                out.error = str(exc)
+                return
+            conn = _UDPConn(transport, proto, self.options.recorder)
+            if self.options.recorder is not None:
+                self.options.recorder.opened_udp(conn, target.address, entry.port)
+            try:
+                ctx = self._ctx(target, entry.port, "udp", conn)
+                finding = await self._drive(probe, conn, ctx, out, False)
+            finally:
+                conn.abort()
+            answered = answered or conn.answered
+            if conn.seen and not out.banner:
+                out.banner = bytes(conn.seen)
+            if out.state == "closed" or proto.refused.is_set():
+                out.state = "closed"
+                return
+            if finding is not None:
+                out.state = "open"
+                out.finding = finding
+                out.probe = probe.name
+                if finding.host_facts:
+                    self.host_facts.setdefault(target.address, {}).update(finding.host_facts)
+                return
+        out.state = "open" if answered else "open|filtered"
+
+    # ------------------------------------------------------------------ one port
+    async def scan_port(self, target: Target, entry: PortEntry) -> ScanResult:
+        """Scan one port of one target and return its result (never raises for network trouble)."""
+        out = _Outcome()
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(self.options.port_timeout):
+                if entry.transport == "udp":
+                    await self._scan_udp(target, entry, out)
+                else:
+                    await self._scan_tcp(target, entry, out)
+        except TimeoutError:
+            out.attempts.append(Attempt(probe="port", status="total-timeout",
+                                        error=f"port time limit of {self.options.port_timeout} s reached"))
+        except Exception as exc:  # an engine bug must not kill the scan either
+            out.attempts.append(Attempt(probe="engine", status="probe-bug", error=f"{type(exc).__name__}: {exc}",
+                                        traceback=traceback.format_exc()))
+            out.error = f"internal error: {type(exc).__name__}: {exc}"
+        return build_result(target, entry, out, time.monotonic() - t0)
+
+    # ------------------------------------------------------------------ many
+    async def run(self, targets: list[Target], entries: list[PortEntry]) -> list[ScanResult]:
+        """Scan every target on every port entry; results also go to ``on_result`` as they come."""
+        opts = self.options
+        self._rate = _RateLimiter(opts.rate)
+        limit = _raise_nofile(opts.concurrency + 128)
+        workers = max(1, min(opts.concurrency, limit - 64))
+        if workers < opts.concurrency:
+            self.notes.append(
+                f"open-file limit is {limit}: running {workers} connections at once instead of {opts.concurrency}"
+            )
+        host_sem: dict[str, asyncio.Semaphore] = {}
+        # TCP before UDP per host, so host facts (the AD domain from LDAP) reach the DNS probe
+        ordered = sorted(entries, key=lambda e: e.transport == "udp")
+        items = ((t, e) for e in ordered for t in targets)
+        self.total = len(targets) * len(entries)
+        results: list[ScanResult] = []
+
+        async def worker() -> None:
+            for target, entry in items:
+                sem = host_sem.setdefault(target.address, asyncio.Semaphore(opts.per_host))
+                async with sem:
+                    res = await self.scan_port(target, entry)
+                results.append(res)
+                self.done += 1
+                if self.on_result is not None:
+                    self.on_result(res)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(min(workers, max(1, self.total)))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            self.unscanned = self.total - self.done
+        return results
+
+    _rate: _RateLimiter = _RateLimiter(0)
+
+
+def _verdict(entry: PortEntry, out: _Outcome) -> tuple[str, str]:
+    f = out.finding
+    if out.state == "closed":
+        return "closed", "the port refused the connection"
+    if out.state in ("filtered", "open|filtered"):
+        return "filtered", "no answer"
+    if f is None:
+        if out.state == "unknown":
+            return "error", out.error or "the port could not be scanned"
+        if any(a.status == "probe-bug" for a in out.attempts) and not out.banner:
+            return "error", "a probe failed (probe-bug); see attempts"
+        if out.banner:
+            return "unidentified", "open; bytes seen but no probe recognised them"
+        return "unidentified", "open; no probe got an answer it recognised"
+    tls_mode = out.tls.mode if out.tls else None
+    if entry.service is None:
+        return "identified", f"{f.service} found; the profile has no expectation for this port"
+    if f.service == entry.service:
+        if entry.tls and tls_mode != "implicit":
+            return "unexpected", f"{f.service} answers, but without the implicit TLS the profile expects"
+        if not entry.tls and tls_mode == "implicit":
+            return "unexpected", f"{f.service} answers inside implicit TLS, the profile expects plain"
+        return "confirmed", f"{f.service} answers as the profile expects"
+    return "unexpected", f"expected {entry.service}, found {f.service}"
+
+
+def build_result(target: Target, entry: PortEntry, out: _Outcome, elapsed: float) -> ScanResult:
+    """Assemble the :class:`ScanResult` of one port from what the scan learned."""
+    verdict, reason = _verdict(entry, out)
+    f = out.finding
+    details: dict[str, Any] = dict(f.details) if f else {}
+    if out.banner and (f is None or "banner" not in details):
+        details.setdefault("banner", decode_text(out.banner))
+        details.setdefault("banner_hex", out.banner.hex())
+    if out.error:
+        details.setdefault("error", out.error)
+    status_bad = [a for a in out.attempts if a.probe == (out.probe or "") and a.status != "success"]
+    if f is not None and status_bad:
+        details.setdefault("partial", True)
+    state = out.state if out.state != "unknown" or f is None else "open"
+    return ScanResult(
+        target=target.spec,
+        address=target.address,
+        port=entry.port,
+        transport=entry.transport,  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]
+        service=f.service if f else None,
+        tls=out.tls if f else None,
+        product=f.product if f else None,
+        version=f.version if f else None,
+        expected=entry.service,
+        expected_tls=entry.tls if entry.service else None,
+        verdict=verdict,  # type: ignore[arg-type]
+        confidence=max(0, min(10, f.confidence)) if f else 0,
+        evidence=[EvidenceItem(e.source, e.value) for e in f.evidence] if f else [],
+        details=details,
+        attempts=out.attempts,
+        extrainfo=f.extrainfo if f else None,
+        reason=reason,
+        probe=out.probe,
+        elapsed=round(elapsed, 3),
+    )
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    if os.environ.get("PORTPROOF_NO_UVLOOP"):
+        return asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def scan(
+    targets: list[str],
+    ports: str | None = None,
+    *,
+    profile: Profile | None = None,
+    registry: Registry | None = None,
+    options: ScanOptions | None = None,
+    on_result: Callable[[ScanResult], None] | None = None,
+) -> list[ScanResult]:
+    """Scan ``targets`` on ``ports`` (an nmap-style list; the profile's ports when None)."""
+    options = options or ScanOptions()
+    profile = profile or load_profile()
+    entries = parse_ports(ports, profile) if ports else list(profile.entries)
+    expanded = expand_targets(targets, resolve=options.resolve)
+    scanner = Scanner(registry or load_registry(), options, on_result)
+    return await scanner.run(expanded, entries)
+
+
+def scan_sync(
+    targets: list[str],
+    ports: str | None = None,
+    *,
+    profile: Profile | None = None,
+    registry: Registry | None = None,
+    on_result: Callable[[ScanResult], None] | None = None,
+    **option_kw: Any,
+) -> list[ScanResult]:
+    """Blocking :func:`scan`; keyword options map onto :class:`ScanOptions` (e.g. ``fast=True``)."""
+    options = ScanOptions(**option_kw)
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        return runner.run(
+            scan(targets, ports, profile=profile, registry=registry, options=options, on_result=on_result)
+        )

@@ -1,0 +1,34 @@
+"""The JSON Schema of one output record, generated from the result types (never written by hand).
+
+``python -m scanner.schema`` (or ``fingerprint schema``) prints it; the copy shipped in
+``scanner/data/result.schema.json`` is regenerated with ``python -m scanner.schema --write`` and a
+test checks that it matches the types.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+
+from scanner.results import ScanResult
+
+SCHEMA_PATH = Path(__file__).parent / "data" / "result.schema.json"
+
+
+def schema_json() -> str:
+    """The schema of a :class:`ScanResult` (one JSON-lines record) as indented JSON text."""
+    schema = msgspec.json.schema(ScanResult)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "portproof result record"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    text = schema_json()
+    if "--write" in sys.argv[1:]:
+        SCHEMA_PATH.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
