@@ -144,8 +144,11 @@ def identify(greeting: SMTPReply, ehlo: EHLOInfo | None) -> Finding:
     exch = [k for k in _EXCHANGE_KEYWORDS if k in exts]
     if exch:
         f.add("EHLO", "Exchange keywords: " + " ".join(exch))
-        if "XEXCH50" in exts or "X-LINK2STATE" in exts:
-            # Exchange 2000/2003 add XEXCH50 and X-LINK2STATE to the IIS SMTP service
+        modern = any(k in exts for k in ("X-ANONYMOUSTLS", "XSHADOW", "XRDST", "XSHADOWREQUEST", "XPROXYFROM"))
+        modern = modern or "ready at" in text
+        if not modern and ("X-LINK2STATE" in exts or "XEXCH50" in exts):
+            # Exchange 2000/2003 add XEXCH50 and X-LINK2STATE to the IIS SMTP service; 2007+ still
+            # offers XEXCH50 but adds X-ANONYMOUSTLS / XSHADOW and greets "... ready at <date>"
             f.details["exchange_generation"] = "2000/2003"
             base = f.version if f.product == "Microsoft IIS SMTP" else None
             f.product = "Microsoft Exchange Server"

@@ -1,0 +1,45 @@
+"""Test helper: pull one server's TCP byte stream out of a small public capture (scapy, tests only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "pcaps-public"
+
+
+def corpus_file(name: str) -> Path:
+    """Path of a public capture; skips the test when the corpus is not beside the checkout."""
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"public capture {name} not available")
+    return path
+
+
+def server_stream(name: str, port: int, server: str | None = None, first_flow_only: bool = True) -> bytes:
+    """The payload the server (``server``:``port``) sent, in sequence order, from its first flow."""
+    from scapy.all import IP, TCP, IPv6, Raw, rdpcap  # heavy: tests only
+
+    pkts = rdpcap(str(corpus_file(name)))
+    flows: dict[tuple[str, int], dict[int, bytes]] = {}
+    order: list[tuple[str, int]] = []
+    for p in pkts:
+        if TCP not in p:
+            continue
+        ip = p[IP] if IP in p else (p[IPv6] if IPv6 in p else None)
+        if ip is None or p[TCP].sport != port or (server and ip.src != server):
+            continue
+        key = (ip.dst, p[TCP].dport)
+        if key not in flows:
+            flows[key] = {}
+            order.append(key)
+        payload = bytes(p[Raw].load) if Raw in p else b""  # Raw excludes Ethernet padding
+        if payload:
+            flows[key].setdefault(p[TCP].seq, payload)
+    if not order:
+        raise AssertionError(f"no server stream for port {port} in {name}")
+    key = next((k for k in order if flows[k]), order[0]) if first_flow_only else order[0]
+    segs = flows[key]
+    out = b"".join(segs[s] for s in sorted(segs))
+    return out
