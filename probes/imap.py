@@ -17,7 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from scanner.api import (
     Dialogue,
@@ -30,6 +32,7 @@ from scanner.api import (
     StartTLS,
     TLSFailed,
 )
+from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
 from scanner.textproto import decode_text, frame_imap_tagged, frame_line, split_lines
 
 __all__ = ["IMAPProbe", "IMAPResponse", "decode_exchange_token", "identify", "parse_greeting", "parse_response"]
@@ -222,8 +225,44 @@ class IMAPProbe(Probe):
                     tls_caps = capabilities_from(line) or tls_caps
                 finding.details["capabilities_tls"] = tls_caps
                 finding.details["auth_tls"] = [c[5:] for c in tls_caps if c.upper().startswith("AUTH=")]
+        auth = finding.details.get("auth_tls") or finding.details.get("auth") or []
+        if "NTLM" in (a.upper() for a in auth):
+            yield from _ntlm_info(finding)
         yield Send(b"a5 LOGOUT\r\n")
         return finding
+
+
+def _continuation_or_tagged(tag: bytes) -> Generator[Step, Any, bytes]:
+    """Read lines up to a ``+`` continuation or the tagged line; return that line (bounded)."""
+    for _ in range(50):
+        line = yield Recv(frame_line)
+        if line.startswith(b"+") or line.startswith(tag + b" "):
+            return bytes(line)
+    raise NotThisProtocol("no continuation or tagged line within 50 lines")
+
+
+def _ntlm_info(finding: Finding) -> Dialogue:
+    """AUTHENTICATE NTLM: send a NEGOTIATE, read the CHALLENGE, then cancel with ``*``."""
+    yield Send(b"a6 AUTHENTICATE NTLM\r\n")
+    line = yield from _continuation_or_tagged(b"a6")
+    if not line.startswith(b"+"):
+        finding.details["ntlm_error"] = decode_text(line)[:200]
+        return finding
+    yield Send(negotiate_b64().encode() + b"\r\n")
+    line = yield from _continuation_or_tagged(b"a6")
+    if line.startswith(b"+ "):
+        try:
+            chal = parse_challenge_b64(line[2:].strip())
+            finding.details["ntlm"] = chal.as_dict()
+            finding.add("AUTHENTICATE NTLM challenge", chal.summary())
+            finding.extrainfo = chal.summary() or finding.extrainfo
+        except NTLMError as exc:
+            finding.details["ntlm_error"] = str(exc)
+        yield Send(b"*\r\n")  # cancel: no credentials are ever sent
+        yield Recv(frame_imap_tagged(b"a6"))
+    else:
+        finding.details["ntlm_error"] = decode_text(line)[:200]
+    return finding
 
 
 def _merge(new: Finding, old: Finding) -> Finding:

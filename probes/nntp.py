@@ -25,6 +25,7 @@ from scanner.api import (
     StartTLS,
     TLSFailed,
 )
+from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
 from scanner.textproto import decode_text, frame_dot_block, frame_line, split_lines
 
 __all__ = ["NNTPProbe", "identify", "parse_capabilities", "parse_status"]
@@ -156,8 +157,38 @@ class NNTPProbe(Probe):
                 yield Send(b"CAPABILITIES\r\n")
                 after = parse_capabilities((yield Recv(frame_dot_block)))
                 finding.details["capabilities_tls"] = after
+        sasl = (finding.details.get("capabilities_tls") or caps).get("SASL", "").upper().split()
+        if "NTLM" in sasl:
+            # RFC 4643: AUTHINFO SASL NTLM <initial response> -> 383 <challenge>
+            yield Send(b"AUTHINFO SASL NTLM " + negotiate_b64().encode() + b"\r\n")
+            yield from _ntlm_reply(finding, 383)
+        elif not caps and finding.product and "Microsoft" in finding.product:
+            # Exchange / IIS NNTP: AUTHINFO GENERIC NTLM -> 381, NEGOTIATE -> 381 <challenge>
+            yield Send(b"AUTHINFO GENERIC NTLM\r\n")
+            go, _ = parse_status((yield Recv(frame_line)))
+            if go == 381:
+                yield Send(negotiate_b64().encode() + b"\r\n")
+                yield from _ntlm_reply(finding, 381)
         yield Send(b"QUIT\r\n")
         return finding
+
+
+def _ntlm_reply(finding: Finding, want: int) -> Dialogue:
+    """Read the status line carrying the CHALLENGE, record it, and cancel with ``*``."""
+    code, text = parse_status((yield Recv(frame_line)))
+    if code != want or not text.strip():
+        finding.details["ntlm_error"] = f"{code} {text}"[:200]
+        return finding
+    try:
+        chal = parse_challenge_b64(text.strip().split()[0])
+        finding.details["ntlm"] = chal.as_dict()
+        finding.add("AUTHINFO NTLM challenge", chal.summary())
+        finding.extrainfo = chal.summary() or finding.extrainfo
+    except NTLMError as exc:
+        finding.details["ntlm_error"] = str(exc)
+    yield Send(b"*\r\n")  # cancel: no credentials are ever sent
+    yield Recv(frame_line)
+    return finding
 
 
 def _merge(new: Finding, old: Finding) -> Finding:

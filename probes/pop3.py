@@ -25,6 +25,7 @@ from scanner.api import (
     StartTLS,
     TLSFailed,
 )
+from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
 from scanner.textproto import decode_text, frame_dot_block, frame_line, split_lines
 
 __all__ = ["POP3Probe", "identify", "parse_capa", "parse_status"]
@@ -158,6 +159,27 @@ class POP3Probe(Probe):
                 after = parse_capa((yield Recv(frame_dot_block)))
                 finding.details["capabilities_tls"] = after
                 finding.details["sasl_tls"] = after.get("SASL", "").split()
+        sasl = finding.details.get("sasl_tls") or finding.details.get("sasl") or []
+        if "NTLM" in (m.upper() for m in sasl):
+            yield Send(b"AUTH NTLM\r\n")
+            line = decode_text((yield Recv(frame_line))).strip()
+            if line.startswith("+"):
+                yield Send(negotiate_b64().encode() + b"\r\n")
+                line = decode_text((yield Recv(frame_line))).strip()
+                if line.startswith("+ "):
+                    try:
+                        chal = parse_challenge_b64(line[2:])
+                        finding.details["ntlm"] = chal.as_dict()
+                        finding.add("AUTH NTLM challenge", chal.summary())
+                        finding.extrainfo = chal.summary() or finding.extrainfo
+                    except NTLMError as exc:
+                        finding.details["ntlm_error"] = str(exc)
+                    yield Send(b"*\r\n")  # cancel: no credentials are ever sent
+                    yield Recv(frame_line)
+                else:
+                    finding.details["ntlm_error"] = line[:200]
+            else:
+                finding.details["ntlm_error"] = line[:200]
         yield Send(b"QUIT\r\n")
         return finding
 

@@ -28,6 +28,7 @@ from scanner.api import (
     StartTLS,
     TLSFailed,
 )
+from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
 from scanner.textproto import decode_text, frame_smtp_reply
 
 __all__ = ["SMTPProbe", "SMTPReply", "build_command", "frame_reply", "identify", "parse_ehlo", "parse_reply"]
@@ -243,8 +244,31 @@ class SMTPProbe(Probe):
                     refined = identify(greeting, tls_ehlo)
                     if refined.product and refined.product != finding.product:
                         finding.product, finding.version = refined.product, refined.version
+        auth = finding.details.get("auth_tls") or finding.details.get("auth") or []
+        if "NTLM" in (a.upper() for a in auth):
+            yield from _ntlm_info(finding)
         yield Send(build_command("QUIT"))
         return finding
+
+
+def _ntlm_info(finding: Finding) -> Dialogue:
+    """AUTH NTLM with a NEGOTIATE, read the CHALLENGE's names and OS build, then cancel (``*``)."""
+    yield Send(build_command("AUTH", "NTLM " + negotiate_b64()))
+    reply = parse_reply((yield Recv(frame_reply)))
+    if reply.code != 334:
+        finding.details["ntlm_error"] = f"{reply.code} {reply.text}"
+        return finding
+    try:
+        chal = parse_challenge_b64(reply.lines[0].strip())
+    except NTLMError as exc:
+        finding.details["ntlm_error"] = str(exc)
+    else:
+        finding.details["ntlm"] = chal.as_dict()
+        finding.add("AUTH NTLM challenge", chal.summary())
+        finding.extrainfo = chal.summary() or finding.extrainfo
+    yield Send(b"*\r\n")  # cancel the exchange: no credentials are ever sent
+    yield Recv(frame_reply)
+    return finding
 
 
 def _merge(new: Finding, old: Finding) -> Finding:

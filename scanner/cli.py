@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of request ids (replayable requests)")
     s.add_argument("--client-name", default="portproof.invalid", help="name sent in EHLO and similar")
     s.add_argument("--record", metavar="FILE", help="write the scan's conversations to a pcap file")
+    s.add_argument("--resume", metavar="FILE",
+                   help="continue an interrupted scan: skip the address/port/transport triples already in the "
+                   "JSON-lines FILE and append the new results to FILE (standard output as with -o)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_common(p)
     return p
@@ -171,9 +174,13 @@ def cmd_scan(argv: Sequence[str]) -> int:
     registry = _load_registry(args)
     recorder = None
     if args.record:
-        from scanner.record import Recorder
+        from scanner.replay.pcapwriter import PcapRecorder
 
-        recorder = Recorder(args.record)
+        try:
+            recorder = PcapRecorder(args.record)
+        except OSError as exc:
+            _err(f"cannot write {args.record}: {exc.strerror or exc}")
+            return EXIT_USAGE
     options = ScanOptions(
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, greeting_wait=args.greeting_wait,
         port_timeout=args.port_timeout, udp_timeout=args.udp_timeout, concurrency=max(1, args.concurrency),
@@ -195,6 +202,25 @@ def cmd_scan(argv: Sequence[str]) -> int:
             writer(r)
         progress.advance()
 
+    skip: frozenset[tuple[str, int, str]] = frozenset()
+    resume_fh = None
+    if args.resume:
+        from scanner.output import JSONLinesWriter
+
+        try:
+            skip = _read_resume(args.resume)
+            resume_fh = _open_resume(args.resume)
+        except OSError as exc:
+            _err(f"cannot resume from {args.resume}: {exc.strerror or exc}")
+            return EXIT_USAGE
+        resume_writer = JSONLinesWriter(resume_fh, bool(args.verbose))
+        _err(f"resuming: {len(skip)} port(s) already in {args.resume} are skipped")
+        first = on_result
+
+        def on_result(r: Any) -> None:
+            resume_writer(r)
+            first(r)
+
     scanner = Scanner(registry, options, on_result)
     start = time.time()
     code = EXIT_OK
@@ -202,13 +228,15 @@ def cmd_scan(argv: Sequence[str]) -> int:
 
     try:
         with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(scanner.run(targets, entries))
+            runner.run(scanner.run(targets, entries, skip))
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     finally:
         progress.stop()
         if recorder is not None:
             recorder.close()
+        if resume_fh is not None:
+            resume_fh.close()
     end = time.time()
     for note in scanner.notes:
         _err(note)
@@ -220,9 +248,60 @@ def cmd_scan(argv: Sequence[str]) -> int:
 
         write_nmap_xml(results, args.xml, " ".join(["fingerprint", *argv]), start, end)
     if code == EXIT_INTERRUPTED:
-        total = len(targets) * len(entries)
-        _err(f"interrupted: {len(results)} of {total} ports scanned, {total - len(results)} not scanned")
+        done = {(r.address, r.port, r.transport) for r in results} | skip
+        _err(_unscanned_summary(targets, entries, done))
     return code
+
+
+def _read_resume(path: str) -> frozenset[tuple[str, int, str]]:
+    """The (address, port, transport) triples already in a JSON-lines output (missing file: none).
+
+    Results with the verdict ``error`` (the scan itself failed there) are scanned again; lines that
+    do not parse (a record cut by a kill) are ignored.
+    """
+    import json
+
+    done: set[tuple[str, int, str]] = set()
+    try:
+        fh = open(path, encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return frozenset()
+    with fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+                key = (str(rec["address"]), int(rec["port"]), str(rec["transport"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            if rec.get("verdict") != "error":
+                done.add(key)
+    return frozenset(done)
+
+
+def _open_resume(path: str) -> Any:
+    """Open ``path`` for appending JSON lines, first ending a record cut short by an interruption."""
+    fh = open(path, "a+b")
+    try:
+        if fh.seek(0, os.SEEK_END) > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+    finally:
+        fh.close()
+    return open(path, "a", encoding="utf-8")
+
+
+def _unscanned_summary(targets: Sequence[Any], entries: Sequence[Any], done: set[tuple[str, int, str]]) -> str:
+    """One paragraph for stderr: how many ports were not scanned, and which (the first few)."""
+    total = len(targets) * len(entries)
+    missing = [f"{t.address}:{e.port}/{e.transport}" for e in entries for t in targets
+               if (t.address, e.port, e.transport) not in done]
+    text = f"interrupted: {total - len(missing)} of {total} ports scanned, {len(missing)} not scanned"
+    if missing:
+        shown = ", ".join(missing[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        text += f": {shown}{more} (continue with --resume FILE on a JSON-lines output)"
+    return text
 
 
 def cmd_probes(argv: Sequence[str]) -> int:
