@@ -648,6 +648,11 @@ class Scanner:
                 more = await conn.read_some(opts.greeting_wait)
                 if more:
                     out.banner = more[:BANNER_KEEP]
+            if not greeting and not dirty and not conn.seen:
+                # no probe ran on this connection: say what the port did (silent, or closed at once)
+                out.attempts.append(Attempt(
+                    probe="greeting", status="closed-early" if conn.closed else "io-timeout", tls=tls,
+                    error="peer closed without sending anything" if conn.closed else "no bytes from the server"))
             if not out.banner and conn.seen:
                 out.banner = bytes(conn.seen)
         finally:
@@ -758,8 +763,13 @@ class Scanner:
         return build_result(target, entry, out, time.monotonic() - t0)
 
     # ------------------------------------------------------------------ many
-    async def run(self, targets: list[Target], entries: list[PortEntry]) -> list[ScanResult]:
-        """Scan every target on every port entry; results also go to ``on_result`` as they come."""
+    async def run(
+        self, targets: list[Target], entries: list[PortEntry], skip: frozenset[tuple[str, int, str]] = frozenset()
+    ) -> list[ScanResult]:
+        """Scan every target on every port entry; results also go to ``on_result`` as they come.
+
+        ``skip`` holds (address, port, transport) triples already scanned (``--resume``).
+        """
         opts = self.options
         self._rate = _RateLimiter(opts.rate)
         limit = _raise_nofile(opts.concurrency + 128)
@@ -771,8 +781,9 @@ class Scanner:
         host_sem: dict[str, asyncio.Semaphore] = {}
         # TCP before UDP per host, so host facts (the AD domain from LDAP) reach the DNS probe
         ordered = sorted(entries, key=lambda e: e.transport == "udp")
-        items = ((t, e) for e in ordered for t in targets)
-        self.total = len(targets) * len(entries)
+        todo = [(t, e) for e in ordered for t in targets if (t.address, e.port, e.transport) not in skip]
+        items = iter(todo)
+        self.total = len(todo)
         results: list[ScanResult] = []
 
         async def worker() -> None:

@@ -44,6 +44,8 @@ class DialogueRun:
     error: BaseException | None = None
     #: the context the dialogue saw
     ctx: ProbeContext | None = None
+    #: the framer of every ``Recv`` step, in order (the contract check feeds them hostile bytes)
+    framers: list[Framer] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -99,6 +101,7 @@ def run_dialogue(
             if isinstance(step, Send):
                 run.sent.append(step.data)
             elif isinstance(step, Recv):
+                run.framers.append(step.framer)
                 if transport == "udp":
                     if not datagrams:
                         throw = RecvClosed("no more datagrams")
@@ -122,6 +125,7 @@ def run_dialogue(
                     else:
                         throw = RecvClosed("stream ended before a complete message", stream[:256])
                     continue
+                _check_framed(step.framer, n, min(len(stream), step.max_size))
                 value, stream = stream[:n], stream[n:]
             elif isinstance(step, StartTLS):
                 if tls is None:
@@ -140,6 +144,13 @@ def run_dialogue(
         run.error = exc
     run.finding = ctx.partial
     return run
+
+
+def _check_framed(framer: Framer, n: object, size: int) -> None:
+    """A framer must return None or a length within the buffer it was given (the engine's rule)."""
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= size):
+        name = getattr(framer, "__qualname__", repr(framer))
+        raise TypeError(f"framer {name} returned {n!r} for a buffer of {size} bytes")
 
 
 def feed_bytewise(framer: Framer, message: bytes) -> int | None:
