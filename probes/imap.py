@@ -30,6 +30,7 @@ from scanner.api import (
     Recv,
     Send,
     StartTLS,
+    Step,
     TLSFailed,
 )
 from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
