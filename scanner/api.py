@@ -187,6 +187,9 @@ class ProbeContext:
     client_name: str = "portproof.invalid"
     #: the partial finding stored with :meth:`found`; the engine reports it if a step fails
     partial: Finding | None = None
+    #: True when the dialogue is driven over a capture (pcap replay): follow-up requests whose
+    #: answers a capture cannot hold should be skipped
+    replay: bool = False
 
     def found(self, finding: Finding) -> Finding:
         """Remember ``finding`` as the result so far and return it (for incremental dialogues)."""
