@@ -22,7 +22,13 @@ def cert_facts(der: bytes, now: dt.datetime | None = None) -> CertFacts:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
-    cert = x509.load_der_x509_certificate(der)
+    import warnings
+
+    with warnings.catch_warnings():
+        # odd but real certificates (Samba's has a negative serial) must not print to the terminal
+        warnings.simplefilter("ignore")
+        cert = x509.load_der_x509_certificate(der)
+        serial = cert.serial_number
     sans: list[str] = []
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -67,7 +73,7 @@ def cert_facts(der: bytes, now: dt.datetime | None = None) -> CertFacts:
         sans=sans,
         not_before=nb.isoformat(),
         not_after=na.isoformat(),
-        serial=format(cert.serial_number, "x"),
+        serial=format(serial, "x") if serial >= 0 else "-" + format(-serial, "x"),
         sha256=hashlib.sha256(der).hexdigest(),
         self_signed=self_signed,
         key=key_desc,

@@ -536,7 +536,8 @@ class Scanner:
                 if isinstance(step, Send):
                     await conn.send(bytes(step.data))
                 elif isinstance(step, Recv):
-                    value = await conn.recv(step, self.options.read_timeout)
+                    udp = isinstance(conn, _UDPConn)
+                    value = await conn.recv(step, self.options.udp_timeout if udp else self.options.read_timeout)
                 elif isinstance(step, StartTLS):
                     if not isinstance(conn, _TCPConn):
                         throw = TLSFailed("StartTLS on a UDP socket")
@@ -779,18 +780,31 @@ class Scanner:
                 f"open-file limit is {limit}: running {workers} connections at once instead of {opts.concurrency}"
             )
         host_sem: dict[str, asyncio.Semaphore] = {}
-        # TCP before UDP per host, so host facts (the AD domain from LDAP) reach the DNS probe
+        # A host's UDP ports start once its TCP ports are done, so the facts TCP probes find (the
+        # AD domain from LDAP) reach the UDP ones (DNS). Every TCP item comes before every UDP item
+        # in the queue, so a worker waiting here only waits for items already being scanned.
         ordered = sorted(entries, key=lambda e: e.transport == "udp")
         todo = [(t, e) for e in ordered for t in targets if (t.address, e.port, e.transport) not in skip]
+        tcp_left: dict[str, int] = {}
+        for tgt, ent in todo:
+            if ent.transport == "tcp":
+                tcp_left[tgt.address] = tcp_left.get(tgt.address, 0) + 1
+        tcp_done: dict[str, asyncio.Event] = {}
         items = iter(todo)
         self.total = len(todo)
         results: list[ScanResult] = []
 
         async def worker() -> None:
             for target, entry in items:
+                if entry.transport == "udp" and tcp_left.get(target.address, 0) > 0:
+                    await tcp_done.setdefault(target.address, asyncio.Event()).wait()
                 sem = host_sem.setdefault(target.address, asyncio.Semaphore(opts.per_host))
                 async with sem:
                     res = await self.scan_port(target, entry)
+                if entry.transport == "tcp":
+                    tcp_left[target.address] -= 1
+                    if tcp_left[target.address] == 0:
+                        tcp_done.setdefault(target.address, asyncio.Event()).set()
                 results.append(res)
                 self.done += 1
                 if self.on_result is not None:

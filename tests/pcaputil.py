@@ -19,7 +19,7 @@ def corpus_file(name: str) -> Path:
 
 def server_stream(name: str, port: int, server: str | None = None, first_flow_only: bool = True) -> bytes:
     """The payload the server (``server``:``port``) sent, in sequence order, from its first flow."""
-    from scapy.all import IP, TCP, IPv6, Raw, rdpcap  # heavy: tests only
+    from scapy.all import IP, TCP, IPv6, Padding, rdpcap  # heavy: tests only
 
     pkts = rdpcap(str(corpus_file(name)))
     flows: dict[tuple[str, int], dict[int, bytes]] = {}
@@ -34,7 +34,10 @@ def server_stream(name: str, port: int, server: str | None = None, first_flow_on
         if key not in flows:
             flows[key] = {}
             order.append(key)
-        payload = bytes(p[Raw].load) if Raw in p else b""  # Raw excludes Ethernet padding
+        payload = bytes(p[TCP].payload)
+        if Padding in p:  # Ethernet padding is not TCP payload
+            pad = bytes(p[Padding])
+            payload = payload[: len(payload) - len(pad)] if pad and payload.endswith(pad) else payload
         if payload:
             flows[key].setdefault(p[TCP].seq, payload)
     if not order:

@@ -1,0 +1,283 @@
+"""msrpc probe: framers byte by byte, lab recordings replayed, public captures, hostile input, fuzz."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probes.msrpc import (
+    EPT_S_NOT_REGISTERED,
+    MSRPCProbe,
+    build_bind,
+    build_ept_lookup,
+    frame_dcerpc_pdu,
+    frame_dcerpc_reply,
+    infer_roles,
+    parse_bind_reply,
+    parse_ept_lookup_reply,
+    parse_fault,
+    parse_pdu_header,
+    parse_tower,
+    reassemble_stub,
+)
+from scanner.api import NotThisProtocol, RecvClosed
+from scanner.testing import feed_bytewise, run_dialogue
+
+DATA = Path(__file__).parent / "data"
+CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+#: server bytes recorded from the lab (Samba 4.17.12): bind_ack, ept_lookup reply (2 fragments),
+#: ept_s_not_registered reply
+SAMBA_DC = DATA / "msrpc-samba-4.17-dc.bin"
+#: samba-dcerpcd standalone (127.0.0.4): bind_ack, one 2-fragment reply with the status
+DCERPCD = DATA / "msrpc-samba-4.17-dcerpcd.bin"
+
+
+def _split(stream: bytes) -> list[bytes]:
+    out = []
+    while stream:
+        n = frame_dcerpc_reply(stream)
+        assert n is not None
+        out.append(stream[:n])
+        stream = stream[n:]
+    return out
+
+
+def _server_stream(name: str, port: int = 135) -> bytes:
+    """Server payload of the first flow from ``port`` in a public capture (skip when absent)."""
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"public capture {name} not available")
+    from scapy.all import TCP, Padding, rdpcap
+
+    segs: dict[tuple[int, int], dict[int, bytes]] = {}
+    order: list[tuple[int, int]] = []
+    for p in rdpcap(str(path)):
+        if TCP not in p or p[TCP].sport != port:
+            continue
+        raw = bytes(p[TCP].payload)
+        pad = p.getlayer(Padding)
+        if pad is not None:
+            raw = raw[: len(raw) - len(bytes(pad))]
+        if not raw:
+            continue
+        key = (p[TCP].dport, 0)
+        if key not in segs:
+            segs[key] = {}
+            order.append(key)
+        segs[key].setdefault(p[TCP].seq, raw)
+    assert order, f"no server stream in {name}"
+    flow = segs[order[0]]
+    return b"".join(flow[s] for s in sorted(flow))
+
+
+# ---------------------------------------------------------------- build
+
+
+def test_build_bind_is_epm_v3_ndr() -> None:
+    pdu = build_bind(call_id=1)
+    hdr = parse_pdu_header(pdu)
+    assert (hdr.ptype, hdr.frag_len, hdr.call_id, hdr.little_endian) == (11, len(pdu), 1, True)
+    # abstract syntax EPM v3, transfer syntax NDR 2.0 (UUIDs little-endian on the wire)
+    assert bytes.fromhex("0883afe11f5dc91191a408002b14a0fa03000000") in pdu
+    assert bytes.fromhex("045d888aeb1cc9119fe808002b10486002000000") in pdu
+
+
+def test_build_ept_lookup_layout() -> None:
+    handle = bytes(range(20))
+    pdu = build_ept_lookup(7, handle, max_ents=500)
+    hdr = parse_pdu_header(pdu)
+    assert hdr.frag_len == len(pdu) == 24 + 40
+    assert struct.unpack("<H", pdu[22:24])[0] == 2  # opnum ept_lookup
+    stub = pdu[24:]
+    # inquiry_type 0, null object and interface pointers, vers_option 1, handle, max_ents
+    assert stub[:16] == bytes.fromhex("00000000" "00000000" "00000000" "01000000")
+    assert stub[16:36] == handle and stub[36:] == struct.pack("<I", 500)
+
+
+# ---------------------------------------------------------------- framing
+
+
+def test_frame_bytewise_on_lab_replies() -> None:
+    stream = SAMBA_DC.read_bytes()
+    msgs = _split(stream)
+    assert [parse_pdu_header(m).ptype_name for m in msgs] == ["bind_ack", "response", "response"]
+    for m in msgs:
+        assert feed_bytewise(frame_dcerpc_reply, m) == len(m)
+    # the first ept_lookup reply is two fragments: the single-PDU framer stops at the first
+    first = frame_dcerpc_pdu(msgs[1])
+    assert first is not None and first < len(msgs[1])
+    assert parse_pdu_header(msgs[1]).pfc_flags & 0x03 == 0x01
+
+
+@pytest.mark.parametrize(
+    ("prefix", "why"),
+    [
+        (b"\x04\x00\x0c\x03\x10\x00\x00\x00" + struct.pack("<HHI", 60, 0, 1), "version"),
+        (b"\x05\x00\x63\x03\x10\x00\x00\x00" + struct.pack("<HHI", 60, 0, 1), "type"),
+        (b"\x05\x00\x0c\x03\x10\x00\x00\x00" + struct.pack("<HHI", 8, 0, 1), "frag_len"),
+        (b"\x05\x00\x0c\x03\x10\x00\x00\x00" + struct.pack("<HHI", 20, 64, 1), "auth_len"),
+        (b"\x05\x00\x0c\x03\x77\x00\x00\x00" + struct.pack("<HHI", 60, 0, 1), "representation"),
+    ],
+)
+def test_frame_rejects_bad_headers(prefix: bytes, why: str) -> None:
+    with pytest.raises(NotThisProtocol):
+        frame_dcerpc_pdu(prefix + b"\0" * 64)
+
+
+def test_lying_frag_len_waits_then_is_bounded() -> None:
+    # frag_len claims 65535 bytes: the framer asks for more; the engine's max_size bounds it
+    hdr = b"\x05\x00\x0c\x03\x10\x00\x00\x00" + struct.pack("<HHI", 65535, 0, 1)
+    assert frame_dcerpc_pdu(hdr + b"\0" * 100) is None
+    run = run_dialogue(MSRPCProbe(), hdr + b"\0" * 100, port=135)
+    assert isinstance(run.error, RecvClosed) and run.finding is None
+
+
+def test_too_many_fragments_rejected() -> None:
+    frag = b"\x05\x00\x02\x00\x10\x00\x00\x00" + struct.pack("<HHI", 24, 0, 2) + b"\0" * 8
+    with pytest.raises(NotThisProtocol):
+        frame_dcerpc_reply(frag * 100)
+
+
+# ---------------------------------------------------------------- lab recordings
+
+
+def test_replay_samba_dc() -> None:
+    run = run_dialogue(MSRPCProbe(), SAMBA_DC.read_bytes(), port=135)
+    assert run.ok, run.error
+    f = run.finding
+    assert f is not None and f.service == "msrpc" and f.product == "Samba"
+    assert f.details["bind"] == "bind_ack" and f.details["sec_addr"] == "135"
+    assert f.details["lookup_status"] == ["0x00000000", f"{EPT_S_NOT_REGISTERED:#010x}"]
+    assert f.details["list_end"] == "samba-paging"
+    assert len(f.details["endpoints"]) == 53
+    assert {"drsuapi", "netlogon", "lsarpc", "samr", "dnsserver", "unixinfo"} <= set(f.details["interfaces"])
+    assert f.details["roles"][0] == "domain-controller" and "dns-server" in f.details["roles"]
+    assert f.details["tcp_ports"] == ["135", "49152", "49153", "49154"]
+    # what was sent: bind, then a lookup that continues from the handle of the first reply
+    assert len(run.sent) == 3 and run.sent[0] == build_bind(call_id=1)
+    first = parse_ept_lookup_reply(_split(SAMBA_DC.read_bytes())[1])
+    assert not first.handle_is_null and run.sent[2] == build_ept_lookup(3, first.entry_handle)
+
+
+def test_replay_standalone_dcerpcd() -> None:
+    run = run_dialogue(MSRPCProbe(), DCERPCD.read_bytes(), port=135)
+    assert run.ok, run.error
+    f = run.finding
+    assert f is not None and f.product == "Samba"
+    assert f.details["lookup_status"] == ["0x16c9a0d6"]
+    assert f.details["list_end"] == "not-registered-with-entries"
+    assert len(f.details["endpoints"]) == 38
+    assert "domain-controller" not in f.details["roles"]
+
+
+def test_endpoint_fields() -> None:
+    lookup = parse_ept_lookup_reply(_split(SAMBA_DC.read_bytes())[1])
+    by = {(e.name, e.protseq, e.endpoint): e for e in lookup.entries}
+    e = by[("netlogon", "ncacn_np", "\\pipe\\netlogon")]
+    assert e.interface == "12345678-1234-abcd-ef00-01234567cffb" and e.version == "1.0"
+    assert e.annotation == "netlogon"
+    tcp = by[("epmapper", "ncacn_ip_tcp", "135")]
+    assert tcp.host == "0.0.0.0" and tcp.version == "3.0"
+    assert ("epmapper", "ncalrpc", "EPMAPPER") in by
+
+
+def test_empty_list_still_confirms() -> None:
+    msgs = _split(SAMBA_DC.read_bytes())
+    # bind_ack then the ept_s_not_registered reply alone: "alive, nothing registered"
+    run = run_dialogue(MSRPCProbe(), msgs[0] + msgs[2], port=135)
+    assert run.ok and run.finding is not None
+    assert run.finding.service == "msrpc" and run.finding.details["empty"] is True
+    assert run.finding.product is None
+
+
+def test_bind_nak_confirms() -> None:
+    nak = b"\x05\x00\x0d\x03\x10\x00\x00\x00" + struct.pack("<HHI", 24, 0, 1) + b"\x04\x00\x01\x05\x00\x00\x00\x00"
+    run = run_dialogue(MSRPCProbe(), nak, port=135)
+    assert run.ok and run.finding is not None
+    assert run.finding.details["bind"] == "bind_nak" and run.finding.details["reject_reason"] == 4
+
+
+# ---------------------------------------------------------------- public captures
+
+
+def test_public_win2016_bind_ack() -> None:
+    msgs = _split(_server_stream("msrpc-epm-win2016-map-svcctl-midstream.pcap"))
+    ack = parse_bind_reply(msgs[0])
+    assert ack.kind == "bind_ack" and ack.max_xmit_frag == 5840 and ack.sec_addr == "135"
+    # three contexts offered (NDR, NDR64, bind-time feature negotiation): one accepted, the
+    # first refused, the third is the bind-time feature negotiation acknowledgement
+    assert ack.results == ["provider_rejection", "acceptance", "negotiate_ack"]
+    assert parse_pdu_header(msgs[1]).ptype_name == "response"
+    for m in msgs:
+        assert feed_bytewise(frame_dcerpc_reply, m) == len(m)
+
+
+def test_public_win2022_fault() -> None:
+    msgs = _split(_server_stream("msrpc-epm-win2022dc-opnum42-fault.pcap"))
+    ack = parse_bind_reply(msgs[0])
+    assert ack.accepted and ack.max_xmit_frag == 4280 and ack.sec_addr == "135"
+    assert parse_fault(msgs[1]) == 0x1C010002  # nca_op_rng_error
+
+
+def test_public_dcom_kerberos_bind_ack() -> None:
+    msgs = _split(_server_stream("msrpc-135-dcom-isystemactivator-kerberos.pcapng"))
+    hdr = parse_pdu_header(msgs[0])
+    assert hdr.ptype_name == "bind_ack" and hdr.auth_len > 0  # Kerberos AP-REP in the verifier
+    assert parse_bind_reply(msgs[0]).sec_addr == "135"
+    kinds = [parse_pdu_header(m).ptype_name for m in msgs]
+    assert kinds[:3] == ["bind_ack", "alter_context_resp", "response"]
+    assert len(reassemble_stub(msgs[2])) > 0
+
+
+def test_public_win10_map_tower() -> None:
+    msgs = _split(_server_stream("multi-win10-epm-psexec-msdns-kerberos.pcap"))
+    assert parse_bind_reply(msgs[0]).max_xmit_frag == 5840
+    # ept_map reply: a tower for svcctl on ncacn_ip_tcp
+    stub = reassemble_stub(msgs[1])
+    at = stub.find(bytes.fromhex("050013000d"))  # 5 floors, floor 1: 19-byte UUID LHS
+    ep = parse_tower(stub[at:])
+    assert ep.name == "svcctl" and ep.protseq == "ncacn_ip_tcp" and ep.endpoint == "49726"
+
+
+# ---------------------------------------------------------------- roles, hostile, fuzz
+
+
+def test_roles() -> None:
+    lookup = parse_ept_lookup_reply(_split(SAMBA_DC.read_bytes())[1])
+    assert infer_roles(lookup.entries)[0] == "domain-controller"
+    assert infer_roles([e for e in lookup.entries if e.name != "drsuapi"]).count("domain-controller") == 0
+
+
+def test_lying_num_ents_is_clean() -> None:
+    msg = bytearray(_split(SAMBA_DC.read_bytes())[1])
+    msg[24 + 20 : 24 + 24] = struct.pack("<I", 0x7FFFFFFF)  # num_ents in the first fragment
+    with pytest.raises(NotThisProtocol):
+        parse_ept_lookup_reply(bytes(msg))
+
+
+def test_corrupted_tower_is_clean() -> None:
+    with pytest.raises(NotThisProtocol):
+        parse_tower(b"\x05\x00\x13\x00\x0d" + b"\xff" * 10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_framers_and_parsers(data: bytes) -> None:
+    for fn in (frame_dcerpc_pdu, frame_dcerpc_reply, parse_bind_reply, parse_ept_lookup_reply, parse_tower):
+        try:
+            fn(data)
+        except NotThisProtocol:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=6800), st.binary(min_size=1, max_size=8))
+def test_fuzz_mutated_lab_reply(pos: int, junk: bytes) -> None:
+    stream = bytearray(SAMBA_DC.read_bytes())
+    stream[pos : pos + len(junk)] = junk
+    run = run_dialogue(MSRPCProbe(), bytes(stream), port=135)
+    assert run.error is None or isinstance(run.error, NotThisProtocol | RecvClosed)
