@@ -305,8 +305,13 @@ def _unscanned_summary(targets: Sequence[Any], entries: Sequence[Any], done: set
 
 
 def cmd_probes(argv: Sequence[str]) -> int:
-    """``fingerprint probes``: list every probe and where it comes from."""
-    p = argparse.ArgumentParser(prog="fingerprint probes", description="List the probes the registry loads.")
+    """``fingerprint probes``: list every probe and where it comes from; ``probes new NAME``: scaffold one."""
+    if argv and argv[0] == "new":
+        from scanner.scaffold import main as scaffold_main
+
+        return scaffold_main(argv[1:])
+    p = argparse.ArgumentParser(prog="fingerprint probes", description="List the probes the registry loads.",
+                                epilog="'fingerprint probes new NAME [--dir DIR]' writes a new probe plugin package.")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.add_argument("--strict-plugins", action="store_true")
     p.add_argument("--plugin-path", action="append", default=[])
@@ -363,6 +368,8 @@ def cmd_replay(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="fingerprint replay",
                                 description="Identify services offline from pcap/pcapng captures.")
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    p.add_argument("--profile", metavar="NAME|FILE",
+                   help="port profile giving each port's expectation (default: built-in exchange-ad)")
     _add_common(p)
     args = p.parse_args(argv)
     registry = _load_registry(args)
@@ -378,7 +385,17 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
         writer = JSONLinesWriter(sys.stdout, bool(args.verbose))
 
+    from scanner.engine import apply_profile
+    from scanner.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
     def on_result(r: Any) -> None:
+        r = apply_profile(r, profile)
         results.append(r)
         if writer is not None:
             writer(r)

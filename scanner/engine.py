@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from scanner.api import (
     Finding,
     MessageTooLarge,
@@ -883,6 +885,23 @@ def build_result(target: Target, entry: PortEntry, out: _Outcome, elapsed: float
         reason=reason,
         probe=out.probe,
         elapsed=round(elapsed, 3),
+    )
+
+
+def apply_profile(result: ScanResult, profile: Profile) -> ScanResult:
+    """Give a result (from a pcap replay) the profile's expectation for its port, and the verdict."""
+    entry = profile.lookup(result.port, result.transport)
+    if entry is None or result.state not in ("open",):
+        return result
+    out = _Outcome(state=result.state, tls=result.tls)
+    if result.service:
+        out.finding = Finding(service=result.service)
+    else:
+        out.banner = b"?" if result.details.get("banner") else b""
+    verdict, reason = _verdict(entry, out)
+    return msgspec.structs.replace(
+        result, expected=entry.service, expected_tls=entry.tls, verdict=verdict,
+        reason=reason if result.verdict in ("identified", "unidentified") else result.reason,
     )
 
 
