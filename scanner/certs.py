@@ -19,10 +19,10 @@ def _name(n: object) -> str:
 
 def cert_facts(der: bytes, now: dt.datetime | None = None) -> CertFacts:
     """Parse a DER certificate into :class:`CertFacts`; raises ``ValueError`` if it is not one."""
+    import warnings
+
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-
-    import warnings
 
     with warnings.catch_warnings():
         # odd but real certificates (Samba's has a negative serial) must not print to the terminal

@@ -1,0 +1,1 @@
+"""A deliberately broken portproof plugin (tests only)."""

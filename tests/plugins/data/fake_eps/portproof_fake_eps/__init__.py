@@ -1,0 +1,1 @@
+"""Modules the registry tests point fake entry points at (never installed)."""
