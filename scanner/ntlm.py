@@ -438,7 +438,7 @@ def frame_ldap_message(buf: bytes) -> int | None:
         return None
     first = buf[1]
     if first < 0x80:
-        return 2 + first
+        return 2 + first if len(buf) >= 2 + first else None
     count = first & 0x7F
     if count == 0 or count > 4:
         raise NTLMError("indefinite or oversized BER length")
@@ -447,7 +447,8 @@ def frame_ldap_message(buf: bytes) -> int | None:
     length = int.from_bytes(buf[2 : 2 + count], "big")
     if length > MAX_LDAP_MESSAGE:
         raise NTLMError(f"LDAP message of {length} bytes")
-    return 2 + count + length
+    total = 2 + count + length
+    return total if len(buf) >= total else None
 
 
 def parse_ldap_bind_response(message: bytes) -> LDAPBindResult:
