@@ -1,0 +1,167 @@
+"""Stream the records of a pcap or pcapng file, one at a time, with scapy's raw readers.
+
+scapy's ``RawPcapReader`` (which hands pcapng files to ``RawPcapNgReader``) never loads a file
+whole. It is lenient with damage, though: a truncated or corrupt record ends its iteration
+silently, and a corrupt classic-pcap record header is returned as a garbage packet. This module adds
+the checks that turn those cases into a :class:`ReadError` naming the file and the record, after
+every good record before it was delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MAX_RECORD", "CaptureReader", "ReadError", "Record"]
+
+#: largest record we accept: 256 KiB (tcpdump's default snap length is 262144)
+MAX_RECORD = 262144
+#: a snap length above this is absurd (the header is damaged); records are then capped anyway
+MAX_SNAPLEN = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One captured packet: its number in the file (1-based), time, link type and bytes."""
+
+    index: int
+    ts: float | None
+    linktype: int
+    data: bytes
+    wirelen: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadError:
+    """A problem with the file itself: which file, which record (0 = the file header), what."""
+
+    file: str
+    record: int
+    message: str
+    #: True when reading stopped there (the records after it were not read)
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        where = "file header" if self.record == 0 else f"record {self.record}"
+        return f"{self.file}: {where}: {self.message}"
+
+
+class CaptureReader:
+    """Iterate the :class:`Record` s of one capture file; problems land in :attr:`errors`.
+
+    Iteration never raises for a damaged file: it stops and appends a :class:`ReadError`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[ReadError] = []
+        #: records delivered so far
+        self.count = 0
+        self.format = "?"
+
+    def _error(self, record: int, message: str, fatal: bool = True) -> None:
+        self.errors.append(ReadError(self.path, record, message, fatal))
+
+    def __iter__(self) -> Iterator[Record]:
+        from scapy.error import Scapy_Exception
+        from scapy.utils import RawPcapNgReader, RawPcapReader
+
+        log = logging.getLogger("scapy.runtime")
+        old_level = log.level
+        log.setLevel(logging.ERROR)  # scapy warns about every damaged record; we report them once
+        try:
+            try:
+                size = os.path.getsize(self.path)
+                reader: Any = RawPcapReader(self.path)
+            except OSError as exc:
+                self._error(0, f"cannot open: {exc.strerror or exc}")
+                return
+            except (Scapy_Exception, EOFError, ValueError) as exc:
+                self._error(0, f"not a pcap or pcapng file ({_first_bytes(self.path)}): {exc}")
+                return
+            try:
+                if isinstance(reader, RawPcapNgReader):
+                    self.format = "pcapng"
+                    yield from self._iter_pcapng(reader, size)
+                else:
+                    self.format = "pcap"
+                    yield from self._iter_pcap(reader, size)
+            finally:
+                reader.close()
+        finally:
+            log.setLevel(old_level)
+
+    def _iter_pcap(self, reader: Any, size: int) -> Iterator[Record]:
+        snaplen = reader.snaplen
+        linktype = reader.linktype
+        if snaplen == 0 or snaplen > MAX_SNAPLEN:
+            self._error(0, f"absurd snap length {snaplen}; records capped at {MAX_RECORD}", fatal=False)
+            snaplen = MAX_RECORD
+        limit = max(snaplen, MAX_RECORD) if snaplen <= MAX_SNAPLEN else MAX_RECORD
+        frac = 1e9 if reader.nano else 1e6
+        gz = not hasattr(reader.f, "peek") or type(reader.f).__name__ == "GzipFile"
+        while True:
+            start = reader.f.tell()
+            try:
+                data, meta = reader._read_packet(size=MAX_RECORD)
+            except EOFError:
+                if not gz and start < size:
+                    self._error(
+                        self.count + 1,
+                        f"truncated record header ({size - start} bytes left at offset {start})",
+                    )
+                return
+            except Exception as exc:  # scapy's own errors on damaged streams
+                self._error(self.count + 1, f"unreadable record at offset {start}: {exc}")
+                return
+            index = self.count + 1
+            if meta.caplen > limit or meta.usec >= frac or meta.caplen > meta.wirelen + 65536:
+                self._error(
+                    index,
+                    f"corrupt record header at offset {start} (captured length {meta.caplen}, "
+                    f"wire length {meta.wirelen}, sub-second field {meta.usec}); reading stopped",
+                )
+                return
+            if len(data) < min(meta.caplen, MAX_RECORD):
+                self._error(
+                    index,
+                    f"truncated record at offset {start}: {len(data)} of {meta.caplen} bytes present",
+                )
+                return
+            self.count = index
+            yield Record(index, meta.sec + meta.usec / frac, linktype, data, meta.wirelen)
+
+    def _iter_pcapng(self, reader: Any, size: int) -> Iterator[Record]:
+        # one block per call (not scapy's _read_packet loop) so the offset of a bad block is known
+        for _ in range(1 << 62):
+            start = reader.f.tell()
+            try:
+                res = reader._read_block(size=MAX_RECORD)
+            except EOFError:
+                if start < size:
+                    self._error(self.count + 1, f"corrupt or truncated block at offset {start}; reading stopped")
+                return
+            except Exception as exc:
+                self._error(self.count + 1, f"unreadable block at offset {start}: {exc}")
+                return
+            if res is None:
+                continue
+            data, meta = res
+            index = self.count + 1
+            ts: float | None = None
+            if meta.tshigh is not None and meta.tslow is not None and meta.tsresol:
+                ts = ((meta.tshigh << 32) | meta.tslow) / meta.tsresol
+            self.count = index
+            yield Record(index, ts, meta.linktype, data, meta.wirelen)
+
+
+def _first_bytes(path: str) -> str:
+    """The first 4 bytes of a file, in hex, for the "wrong magic" message."""
+    try:
+        with open(path, "rb") as f:
+            return "magic " + f.read(4).hex()
+    except OSError:
+        return "unreadable"

@@ -1,0 +1,107 @@
+"""Replay of the public reference captures (../shared/pcaps-public) through the real probes.
+
+Each row is an endpoint of MANIFEST.tsv with the protocol and product the manifest names; the
+replay must find exactly that. Skipped when the corpus is not beside the checkout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from scanner.api import Probe
+from scanner.replay import replay_paths
+from scanner.results import ScanResult
+
+CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+
+
+def _probes() -> list[Probe]:
+    out: list[Probe] = []
+    for mod, cls in [
+        ("smtp", "SMTPProbe"),
+        ("imap", "IMAPProbe"),
+        ("pop3", "POP3Probe"),
+        ("nntp", "NNTPProbe"),
+        ("http", "HTTPProbe"),
+        ("ldap", "LDAPProbe"),
+        ("dns", "DNSProbe"),
+        ("msrpc", "MSRPCProbe"),
+        ("tsap", "TSAPProbe"),
+    ]:
+        try:
+            out.append(getattr(importlib.import_module(f"probes.{mod}"), cls)())
+        except (ImportError, AttributeError):
+            continue
+    return out
+
+
+# file, server address, port, transport, service, product (None: the bytes name none)
+CASES = [
+    ("smtp-exchange-cern-multiaddr.pcap", "188.184.36.24", 25, "tcp", "smtp", "Microsoft Exchange Server"),
+    ("smtp-exim-4.94.2-loopback-prdr.pcap", "127.0.0.1", 25, "tcp", "smtp", "Exim"),
+    ("smtp-exim-4.94.115-bdat-chunking.pcap", "217.146.107.83", 25, "tcp", "smtp", "Exim"),
+    ("smtp-exim-4.93-on-465-plaintext-vs-tls-client.pcapng", "21.65.95.132", 465, "tcp", "smtp", "Exim"),
+    ("smtp-sendmail-8.8.7-darpa1999.pcap", "172.16.114.207", 25, "tcp", "smtp", "Sendmail"),
+    ("smtp-emailrelay-2.1a.pcap", "172.16.92.2", 25, "tcp", "smtp", "E-MailRelay"),
+    ("smtp-google-gsmtp-starttls.pcap", "74.125.142.26", 25, "tcp", "smtp", "Google gsmtp"),
+    ("smtp-aol-587-submission.pcap", "64.12.168.40", 587, "tcp", "smtp", None),
+    ("pop3-cmailserver-5.2.pcap", "10.0.1.120", 110, "tcp", "pop3", "CMailServer"),
+    ("pop3-lavabit-lavad-4.3.0-stls.pcap", "72.249.41.52", 110, "tcp", "pop3", "lavad"),
+    ("imap-exchange-5.5.2650.23.pcap", "131.151.37.122", 143, "tcp", "imap", "Microsoft Exchange Server"),
+    ("imap-unidentified-server-version-4.9.04.012.pcap", "10.40.3.2", 143, "tcp", "imap", None),
+    ("imaps-993-ntop-letsencrypt.pcapng", "167.99.215.164", 993, "tcp", "imap", None),
+    ("nntp-leafnode-1.11.7rc1.pcap", "192.168.190.5", 119, "tcp", "nntp", "Leafnode"),
+    ("http-apache-2.4.3-fedora-vlan0.pcap", "192.150.187.43", 80, "tcp", "http", "Apache httpd"),
+    ("http-apache-2.4.3-fedora-nosyn.pcap", "192.150.187.43", 80, "tcp", "http", "Apache httpd"),
+    ("https-tls13-cloudflare-ipv6.pcap", "2400:cb00:2048:1::6813:c266", 443, "tcp", "http", None),
+]
+
+
+@pytest.fixture(scope="module")
+def probes() -> list[Probe]:
+    if not CORPUS.is_dir():
+        pytest.skip("public corpus not available")
+    return _probes()
+
+
+@pytest.mark.parametrize(("name", "addr", "port", "transport", "service", "product"), CASES)
+def test_corpus_endpoint(
+    probes: list[Probe], name: str, addr: str, port: int, transport: str, service: str, product: str | None
+) -> None:
+    if not any(service in p.services for p in probes):
+        pytest.skip(f"no {service} probe yet")
+    report = replay_paths([str(CORPUS / name)], probes)
+    assert report.errors == []
+    found: dict[tuple[str, int, str], ScanResult] = {(r.address, r.port, r.transport): r for r in report.results}
+    res = found[(addr, port, transport)]
+    assert res.verdict == "identified" and res.service == service
+    assert res.product == product
+    assert res.source is not None and res.source.file.endswith(name) and res.source.packets > 0
+
+
+def test_tls13_and_tls12_facts(probes: list[Probe]) -> None:
+    report = replay_paths([str(CORPUS / "https-tls13-cloudflare-ipv6.pcap")], probes)
+    (res,) = report.results
+    assert res.tls is not None and res.tls.version is not None and res.tls.version.startswith("TLSv1.3")
+    assert res.tls.certificate is None and "encrypted" in (res.reason or "")
+    report = replay_paths([str(CORPUS / "imaps-993-ntop-letsencrypt.pcapng")], probes)
+    certs = {r.address: r.tls.certificate for r in report.results if r.tls is not None}
+    assert certs["167.99.215.164"] is not None and certs["167.99.215.164"].subject == "CN=mail.ntop.org"
+
+
+def test_starttls_capture_reports_both_sides(probes: list[Probe]) -> None:
+    report = replay_paths([str(CORPUS / "imap-1and1-gmx-starttls.pcap")], probes)
+    (res,) = report.results
+    assert res.service == "imap" and res.tls is not None and res.tls.mode == "starttls"
+    assert res.tls.certificate is not None and "imap.gmx.net" in res.tls.certificate.subject
+
+
+def test_whole_corpus_reads_and_counts(probes: list[Probe]) -> None:
+    report = replay_paths([str(CORPUS)], probes)
+    assert report.files >= 40
+    assert [e.record for e in report.errors] == [19]  # only the deliberately damaged file
+    assert report.unknown["ethertype 0x0806"] > 0  # ARP is counted, not fatal
+    assert report.decoded > 0.9 * report.packets
