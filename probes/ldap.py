@@ -906,6 +906,27 @@ class LDAPProbe(Probe):
             finding.details["starttls"] = "ok"
             finding.details["starttls_tls"] = {"version": facts.version, "cipher": facts.cipher}
 
+        # --- NTLM facts: a SASL bind carrying an NTLMSSP NEGOTIATE returns the server's CHALLENGE
+        # (NetBIOS/DNS names, OS version); no credentials are sent and the bind is left unfinished
+        mechs = [str(m).upper() for m in finding.details.get("sasl_mechanisms") or []]
+        mech = "NTLM" if "NTLM" in mechs else ("GSS-SPNEGO" if "GSS-SPNEGO" in mechs else None)
+        if mech is not None:
+            from scanner.ntlm import NTLMError, build_ldap_sasl_bind, parse_ldap_bind_response
+
+            message_id += 1
+            yield Send(build_ldap_sasl_bind(message_id, mech))
+            try:
+                bind_reply = yield Recv(frame_ldap_message)
+                bound = parse_ldap_bind_response(bind_reply)
+            except (RecvTimeout, RecvClosed, NotThisProtocol, NTLMError) as exc:
+                finding.details["ntlm_error"] = str(exc)[:200]
+                return finding
+            if bound.challenge is not None:
+                finding.details["ntlm"] = bound.challenge.as_dict()
+                finding.add(f"SASL {mech} challenge", bound.challenge.summary())
+            else:
+                finding.details["ntlm_error"] = bound.challenge_error or f"bind result {bound.result_code}"
+
         message_id += 1
         yield Send(build_unbind_request(message_id))
         return finding

@@ -217,3 +217,13 @@ def test_entry_without_search_done_still_identifies() -> None:
     with _FakeServer(entry, close=False) as server:  # the searchResDone never comes
         result = _scan_fake(server)
     assert result.service == "ldap" and result.product == "Samba AD DC", result
+
+
+@pytest.mark.lab
+def test_samba_ldap_result_carries_ntlm_challenge_facts(lab: object) -> None:
+    """The SASL bind with an NTLMSSP NEGOTIATE returns Samba's real CHALLENGE (no credentials sent)."""
+    r = _scan("127.0.0.1", "389")[389]
+    ntlm = r.details["ntlm"]
+    assert (ntlm["netbios_domain"], ntlm["netbios_computer"]) == ("LAB", "DC1")
+    assert (ntlm["dns_computer"], ntlm["dns_domain"]) == ("dc1.lab.example.test", "lab.example.test")
+    assert ntlm["looks_like_samba"] is True
