@@ -8,6 +8,10 @@ conversation as a generator (the *dialogue*) that yields steps and receives thei
   that message (``bytes``) back into the generator. Bytes past the message stay buffered for the
   next ``Recv``. On UDP, one ``Recv`` is one datagram (the framer must accept it whole).
 * ``StartTLS()``: the engine upgrades the connection; the generator receives a :class:`TLSFacts`.
+* ``Reconnect()``: the engine closes the connection and opens a new one to the same port (in the
+  same TLS mode); the generator receives ``None``. For protocols whose variants can only be told
+  apart on fresh connections (ISO-TSAP: MMS then S7). Bounded: a dialogue may reconnect at most
+  :data:`MAX_RECONNECTS` times.
 
 When the engine cannot do a step it *throws* into the generator: :class:`RecvTimeout`,
 :class:`RecvClosed`, :class:`MessageTooLarge` or :class:`TLSFailed`. A probe may catch them (an
@@ -37,6 +41,8 @@ __all__ = [
     "NotThisProtocol",
     "Probe",
     "ProbeContext",
+    "MAX_RECONNECTS",
+    "Reconnect",
     "Recv",
     "RecvClosed",
     "RecvTimeout",
@@ -112,7 +118,15 @@ class StartTLS:
     server_name: str | None = None
 
 
-Step = Send | Recv | StartTLS
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Close the connection and open a fresh one to the same port (same TLS mode)."""
+
+
+#: most ``Reconnect`` steps one dialogue may take
+MAX_RECONNECTS = 3
+
+Step = Send | Recv | StartTLS | Reconnect
 
 #: The type of a probe's dialogue generator.
 Dialogue = Generator[Step, Any, "Finding"]

@@ -32,18 +32,20 @@ import ssl
 import struct
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from scanner.api import (
+    MAX_RECONNECTS,
     Finding,
     MessageTooLarge,
     NotThisProtocol,
     Probe,
     ProbeContext,
+    Reconnect,
     Recv,
     RecvClosed,
     RecvTimeout,
@@ -493,9 +495,21 @@ class Scanner:
 
     # ------------------------------------------------------------------ dialogue driver
     async def _drive(
-        self, probe: Probe, conn: _TCPConn | _UDPConn, ctx: ProbeContext, out: _Outcome, tls: bool
+        self,
+        probe: Probe,
+        conn: _TCPConn | _UDPConn,
+        ctx: ProbeContext,
+        out: _Outcome,
+        tls: bool,
+        box: list[_TCPConn] | None = None,
+        reopen: Callable[[], Awaitable[_TCPConn | None]] | None = None,
     ) -> Finding | None:
-        """Run one probe's dialogue over ``conn``; record the attempt; return its finding."""
+        """Run one probe's dialogue over ``conn``; record the attempt; return its finding.
+
+        On a ``Reconnect`` step the connection is replaced through ``reopen``; the connection in
+        use at the end is left in ``box[0]`` for the caller.
+        """
+        reconnects = 0
         t0 = time.monotonic()
         status, error, tb = "success", None, None
         finding: Finding | None = None
@@ -540,6 +554,20 @@ class Scanner:
                 elif isinstance(step, Recv):
                     udp = isinstance(conn, _UDPConn)
                     value = await conn.recv(step, self.options.udp_timeout if udp else self.options.read_timeout)
+                elif isinstance(step, Reconnect):
+                    reconnects += 1
+                    if not isinstance(conn, _TCPConn) or reopen is None or box is None:
+                        throw = RecvClosed("Reconnect is not available on this connection")
+                    elif reconnects > MAX_RECONNECTS:
+                        raise _ProbeBug(f"dialogue asked to reconnect more than {MAX_RECONNECTS} times")
+                    else:
+                        conn.abort()
+                        fresh = await reopen()
+                        if fresh is None:
+                            throw = RecvClosed("reconnect failed")
+                        else:
+                            conn = box[0] = fresh
+                            ctx.tls = fresh.facts
                 elif isinstance(step, StartTLS):
                     if not isinstance(conn, _TCPConn):
                         throw = TLSFailed("StartTLS on a UDP socket")
@@ -630,7 +658,8 @@ class Scanner:
                         if fresh is None:
                             return False
                         conn = fresh
-                    if await self._run(probe, conn, target, entry, tls, out):
+                    ok, conn = await self._run(probe, conn, target, entry, tls, out)
+                    if ok:
                         return True
                     dirty = True
             candidates = [p for p in hinted if not p.server_first and p.name not in tried]
@@ -643,7 +672,8 @@ class Scanner:
                     if fresh is None:
                         return False
                     conn = fresh
-                if await self._run(probe, conn, target, entry, tls, out):
+                found, conn = await self._run(probe, conn, target, entry, tls, out)
+                if found:
                     return True
                 dirty = True
             if not greeting and not dirty and not opts.fast:
@@ -672,19 +702,27 @@ class Scanner:
 
     async def _run(
         self, probe: Probe, conn: _TCPConn, target: Target, entry: PortEntry, tls: bool, out: _Outcome
-    ) -> bool:
+    ) -> tuple[bool, _TCPConn]:
+        """Drive ``probe`` on ``conn``; return whether it identified the service, and the
+        connection in use at the end (a dialogue may have reconnected)."""
         ctx = self._ctx(target, entry.port, "tcp", conn)
-        finding = await self._drive(probe, conn, ctx, out, tls)
+        box = [conn]
+
+        async def reopen() -> _TCPConn | None:
+            return await self._reopen(target, entry.port, tls, out)
+
+        finding = await self._drive(probe, conn, ctx, out, tls, box=box, reopen=reopen)
+        conn = box[0]
         if finding is None:
             if conn.seen and not out.banner:
                 out.banner = bytes(conn.seen)
-            return False
+            return False, conn
         out.finding = finding
         out.probe = probe.name
         out.tls = conn.tls
         if finding.host_facts:
             self.host_facts.setdefault(target.address, {}).update(finding.host_facts)
-        return True
+        return True, conn
 
     async def _scan_tcp(self, target: Target, entry: PortEntry, out: _Outcome) -> None:
         hinted = self._hinted(entry.port, "tcp", entry)

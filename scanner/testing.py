@@ -35,6 +35,7 @@ from scanner.api import (
     NotThisProtocol,
     Probe,
     ProbeContext,
+    Reconnect,
     Recv,
     RecvClosed,
     Send,
@@ -159,6 +160,9 @@ def run_dialogue(
                     continue
                 _check_framed(step.framer, n, min(len(stream), step.max_size))
                 value, stream = stream[:n], stream[n:]
+            elif isinstance(step, Reconnect):
+                # the recorded stream goes on with the new connection's bytes
+                ctx.tls = tls if implicit_tls else None
             elif isinstance(step, StartTLS):
                 if tls is None:
                     throw = TLSFailed("no TLS in this transcript")
