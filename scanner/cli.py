@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=0.0, metavar="N", help="new connections per second (0: no limit)")
     s.add_argument("--connect-timeout", type=float, default=3.0, metavar="S")
     s.add_argument("--read-timeout", type=float, default=5.0, metavar="S")
+    s.add_argument("--slow-read-timeout", type=float, default=2.0, metavar="S",
+                   help="read timeout of probes not hinted for the port (slow lane)")
     s.add_argument("--greeting-wait", type=float, default=3.0, metavar="S",
                    help="wait for a greeting on ports whose probe expects the server to speak first")
     s.add_argument("--port-timeout", type=float, default=60.0, metavar="S", help="total time per port")
@@ -183,7 +185,8 @@ def cmd_scan(argv: Sequence[str]) -> int:
             return EXIT_USAGE
     options = ScanOptions(
         connect_timeout=args.connect_timeout, read_timeout=args.read_timeout, greeting_wait=args.greeting_wait,
-        port_timeout=args.port_timeout, udp_timeout=args.udp_timeout, concurrency=max(1, args.concurrency),
+        port_timeout=args.port_timeout, slow_read_timeout=args.slow_read_timeout, udp_timeout=args.udp_timeout,
+        concurrency=max(1, args.concurrency),
         per_host=max(1, args.per_host), rate=args.rate, fast=args.fast, intensity=args.intensity,
         probes=tuple(args.probe), exclude=tuple(args.exclude_probe), seed=args.seed,
         client_name=args.client_name, resolve=not args.no_resolve, recorder=recorder,

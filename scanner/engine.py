@@ -84,6 +84,9 @@ class ScanOptions:
     short_wait: float = 0.25
     #: total time for one port, all attempts included
     port_timeout: float = 60.0
+    #: read timeout for the slow lane (probes not hinted for the port): a port that is silent to
+    #: its own protocol's probe should not cost every other probe the full read timeout
+    slow_read_timeout: float = 2.0
     tls_timeout: float = 5.0
     udp_timeout: float = 1.0
     #: connections in flight at once (all hosts)
@@ -503,6 +506,7 @@ class Scanner:
         tls: bool,
         box: list[_TCPConn] | None = None,
         reopen: Callable[[], Awaitable[_TCPConn | None]] | None = None,
+        read_timeout: float | None = None,
     ) -> Finding | None:
         """Run one probe's dialogue over ``conn``; record the attempt; return its finding.
 
@@ -553,7 +557,8 @@ class Scanner:
                     await conn.send(bytes(step.data))
                 elif isinstance(step, Recv):
                     udp = isinstance(conn, _UDPConn)
-                    value = await conn.recv(step, self.options.udp_timeout if udp else self.options.read_timeout)
+                    wait = self.options.udp_timeout if udp else (read_timeout or self.options.read_timeout)
+                    value = await conn.recv(step, wait)
                 elif isinstance(step, Reconnect):
                     reconnects += 1
                     if not isinstance(conn, _TCPConn) or reopen is None or box is None:
@@ -672,7 +677,9 @@ class Scanner:
                     if fresh is None:
                         return False
                     conn = fresh
-                found, conn = await self._run(probe, conn, target, entry, tls, out)
+                slow = probe not in hinted
+                timeout = min(opts.read_timeout, opts.slow_read_timeout) if slow else None
+                found, conn = await self._run(probe, conn, target, entry, tls, out, read_timeout=timeout)
                 if found:
                     return True
                 dirty = True
@@ -701,7 +708,14 @@ class Scanner:
             return None
 
     async def _run(
-        self, probe: Probe, conn: _TCPConn, target: Target, entry: PortEntry, tls: bool, out: _Outcome
+        self,
+        probe: Probe,
+        conn: _TCPConn,
+        target: Target,
+        entry: PortEntry,
+        tls: bool,
+        out: _Outcome,
+        read_timeout: float | None = None,
     ) -> tuple[bool, _TCPConn]:
         """Drive ``probe`` on ``conn``; return whether it identified the service, and the
         connection in use at the end (a dialogue may have reconnected)."""
@@ -711,7 +725,9 @@ class Scanner:
         async def reopen() -> _TCPConn | None:
             return await self._reopen(target, entry.port, tls, out)
 
-        finding = await self._drive(probe, conn, ctx, out, tls, box=box, reopen=reopen)
+        finding = await self._drive(
+            probe, conn, ctx, out, tls, box=box, reopen=reopen, read_timeout=read_timeout
+        )
         conn = box[0]
         if finding is None:
             if conn.seen and not out.banner:
