@@ -199,8 +199,15 @@ def cmd_scan(argv: Sequence[str]) -> int:
 
         writer = JSONLinesWriter(sys.stdout, bool(args.verbose))
 
+    # streamed JSON lines need no copy of the results (flat memory on large scans), except for -oX
+    keep = not (writer is not None and not args.xml)
+    options.keep_results = keep
+    done_keys: set[tuple[str, int, str]] = set()
+
     def on_result(r: Any) -> None:
-        results.append(r)
+        done_keys.add((r.address, r.port, r.transport))
+        if keep:
+            results.append(r)
         if writer is not None:
             writer(r)
         progress.advance()
@@ -251,7 +258,7 @@ def cmd_scan(argv: Sequence[str]) -> int:
 
         write_nmap_xml(results, args.xml, " ".join(["fingerprint", *argv]), start, end)
     if code == EXIT_INTERRUPTED:
-        done = {(r.address, r.port, r.transport) for r in results} | skip
+        done = done_keys | skip
         _err(_unscanned_summary(targets, entries, done))
     return code
 

@@ -105,6 +105,9 @@ class ScanOptions:
     resolve: bool = True
     #: write conversations for ``--record`` (set by the CLI)
     recorder: Any = None
+    #: keep every result in memory for ``run``'s return value; False when results are streamed
+    #: (``-o jsonl``) so memory stays flat over millions of ports
+    keep_results: bool = True
 
 
 @dataclass
@@ -861,7 +864,8 @@ class Scanner:
                     tcp_left[target.address] -= 1
                     if tcp_left[target.address] == 0:
                         tcp_done.setdefault(target.address, asyncio.Event()).set()
-                results.append(res)
+                if opts.keep_results:
+                    results.append(res)
                 self.done += 1
                 if self.on_result is not None:
                     self.on_result(res)

@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""Benchmark 2: fingerprint thousands of hosts, beside a bare asyncio loop and nmap -sV.
+
+    sudo python bench/scale.py [--sizes 1024,16384] [--nmap-size 256] [--concurrency 512]
+
+Everything runs inside a network namespace this benchmark creates (``ip netns add ppbench-PID``)
+and deletes at the end, even on failure or Ctrl-C. Inside it, ``lo`` is brought up, so the whole of
+127.0.0.0/8 is local to the namespace and invisible from outside; real servers bind the wildcard
+address there:
+
+* Postfix (smtp 25), Dovecot (imap 143, pop3 110), nginx (http 80), dnsmasq (dns 53/udp; local
+  data only, no upstream, so nothing is ever forwarded). These scale servers serve no TLS: the
+  benchmark measures the scanner's connections and dialogues, not RSA handshakes.
+
+The targets are 127.1.0.1, 127.1.0.2, ... (first N of them for a run of N). In the same invocation:
+
+* ``fingerprint -n -o jsonl -p PORTS --concurrency C -iL TARGETS`` over each size;
+* ``bench/bareloop.py`` (connect, read the first bytes, nothing else) with asyncio's loop and with
+  uvloop over the same targets, ports and concurrency: the ceiling for Python here;
+* ``nmap -n -Pn -sS -sU -sV`` over the first ``--nmap-size`` targets, and fingerprint over the same.
+
+Prints services per second, the ratio to the bare loop and to nmap, peak RSS and peak open file
+descriptors of each run, failures, and ``ulimit -n``. A port whose probe is not registered (see
+``fingerprint probes``) is left out, with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import REPO, Measured, ensure_apt, fingerprint_cmd, machine, need_root, run_measured, table
+
+#: port -> (transport, the probe that must identify it, the service name it reports)
+SERVICES: dict[int, tuple[str, str]] = {25: ("tcp", "smtp"), 80: ("tcp", "http"), 110: ("tcp", "pop3"),
+                                        143: ("tcp", "imap"), 53: ("udp", "dns")}
+NMAP_NAMES = {"domain": "dns"}
+FIRST = ipaddress.IPv4Address("127.1.0.1")
+
+
+# ------------------------------------------------------------------ servers
+NGINX_CONF = """\
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
+  server {{
+    listen 80 backlog=4096;
+    server_name scale.test;
+    location / {{
+      default_type text/html;
+      return 200 "<html><head><title>scale</title></head><body>scale</body></html>\\n";
+    }}
+  }}
+}}
+"""
+
+POSTFIX_MAIN = """\
+compatibility_level = 3.6
+queue_directory = {d}/postfix/queue
+data_directory = {d}/postfix/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {d}/postfix.log
+maillog_file_prefixes = {d}, /var, /dev/stdout
+myhostname = mail.scale.test
+mydomain = scale.test
+myorigin = $mydomain
+mydestination = $myhostname, localhost
+inet_interfaces = all
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)
+smtpd_tls_security_level = none
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+default_transport = error:no outbound mail
+relay_transport = error:no outbound mail
+local_transport = discard:scale
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+default_process_limit = 300
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+"""
+
+POSTFIX_MASTER = """\
+smtp      inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+DOVECOT_CONF = """\
+base_dir = {d}/dovecot/base
+state_dir = {d}/dovecot/state
+instance_name = dovecot-scale
+listen = *
+protocols = imap pop3
+log_path = {d}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+mail_location = maildir:{d}/dovecot/mail/%u
+first_valid_uid = 0
+default_client_limit = 4096
+passdb {{
+  driver = static
+  args = password=scale
+}}
+userdb {{
+  driver = static
+  args = uid=dovenull gid=dovenull home={d}/dovecot/mail/%u
+}}
+# "high-performance" login processes: each serves many connections (no fork per connection)
+service imap-login {{
+  inet_listener imap {{
+    port = 143
+  }}
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 4096
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 110
+  }}
+  service_count = 0
+  process_min_avail = 2
+  client_limit = 4096
+}}
+service anvil {{
+  client_limit = 20000
+}}
+"""
+
+
+@dataclass
+class Namespace:
+    """A network namespace of our own, its servers, and how to take them all down."""
+
+    name: str
+    work: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    created: bool = False
+
+    def cmd(self, *args: str) -> list[str]:
+        """``args`` run inside the namespace."""
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def create(self) -> None:
+        subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=30)
+        self.created = True
+        subprocess.run(self.cmd("ip", "link", "set", "lo", "up"), check=True, timeout=30)
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        log = open(self.work / f"{name}.out", "wb")
+        self.procs.append(subprocess.Popen(self.cmd(*args), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                           start_new_session=True, env=env))
+        log.close()
+
+    def pids(self) -> list[int]:
+        """Every process living in the namespace (all of them were started here by this benchmark)."""
+        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=30)
+        return [int(p) for p in out.stdout.split() if p.isdigit() and int(p) != os.getpid()]
+
+    def destroy(self) -> None:
+        """Stop every server and delete the namespace (safe to call more than once)."""
+        if not self.created:
+            return
+        pf = self.work / "postfix" / "etc"
+        if pf.exists():
+            subprocess.run(self.cmd("postfix", "-c", str(pf), "stop"), capture_output=True, timeout=60)
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 3.0)):
+            pids = self.pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while pids and self.pids() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        self.created = False
+        left = self.pids_after()
+        print(f"[bench] namespace {self.name} deleted" + (f"; processes left: {left}" if left else ""), flush=True)
+
+    def pids_after(self) -> list[int]:
+        return [p.pid for p in self.procs if p.poll() is None]
+
+
+def write_configs(ns: Namespace) -> None:
+    d = ns.work
+    for sub in ("tmp", "postfix/etc", "postfix/queue", "postfix/data", "dovecot/base", "dovecot/state",
+                "dovecot/mail"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d))
+    (d / "postfix/etc/main.cf").write_text(POSTFIX_MAIN.format(d=d))
+    (d / "postfix/etc/master.cf").write_text(POSTFIX_MASTER)
+    shutil.chown(d / "postfix/data", "postfix")
+    (d / "dovecot.conf").write_text(DOVECOT_CONF.format(d=d))
+    shutil.chown(d / "dovecot/mail", "dovenull", "dovenull")
+    os.chmod(d, 0o755)
+
+
+def start_servers(ns: Namespace, ports: list[int]) -> None:
+    d = ns.work
+    if 80 in ports:
+        ns.start("nginx", "nginx", "-p", str(d), "-e", str(d / "nginx-error.log"), "-c", str(d / "nginx.conf"),
+                 "-g", "daemon off;")
+    if 25 in ports:
+        ns.start("postfix", "postfix", "-c", str(d / "postfix/etc"), "start-fg")
+    if 110 in ports or 143 in ports:
+        ns.start("dovecot", "dovecot", "-F", "-c", str(d / "dovecot.conf"))
+    if 53 in ports:
+        ns.start("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                 "--no-poll", "--user=nobody", "--group=nogroup", "--pid-file=", "--cache-size=0", "--port=53",
+                 "--dns-forward-max=4096", "--local=/scale.test/", "--domain=scale.test",
+                 "--address=/www.scale.test/127.0.0.1", "--txt-record=scale.test,portproof scale")
+
+
+def ready(ns: Namespace, spec: str, wait: float = 60.0) -> dict[str, Any]:
+    """Wait until the bare loop gets an answer from every port of the first target."""
+    one = ns.work / "targets-1.txt"
+    one.write_text(f"{FIRST}\n")
+    deadline = time.monotonic() + wait
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        out = subprocess.run(ns.cmd(sys.executable, str(REPO / "bench/bareloop.py"), "-iL", str(one), "-p", spec,
+                                    "--concurrency", "1", "--timeout", "2"), capture_output=True, text=True,
+                             timeout=60)
+        try:
+            last = json.loads(out.stdout)
+        except json.JSONDecodeError:
+            last = {"error": out.stderr[-500:]}
+        if last.get("ok") == last.get("services") and last.get("services"):
+            return last
+        time.sleep(0.5)
+    raise RuntimeError(f"servers not ready after {wait:.0f} s: {last} (logs in {ns.work})")
+
+
+# ------------------------------------------------------------------ measuring
+@dataclass
+class Row:
+    """One measured run."""
+
+    what: str
+    targets: int
+    services: int
+    right: int
+    failed: int
+    m: Measured
+    notes: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.right / self.m.wall if self.m.wall else 0.0
+
+
+def fingerprint_counts(path: Path, expected: dict[tuple[int, str], str]) -> tuple[int, int, int, str]:
+    """(records, right, failed, notes) of a fingerprint JSON-lines output."""
+    records = right = failed = 0
+    statuses: Counter[str] = Counter()
+    verdicts: Counter[str] = Counter()
+    emfile = 0
+    with path.open() as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            records += 1
+            want = expected.get((int(r["port"]), r["transport"]))
+            if r.get("service") and r.get("service") == want:
+                right += 1
+            else:
+                failed += 1
+                verdicts[f"{r.get('state')}/{r.get('verdict')}"] += 1
+            for a in r.get("attempts") or []:
+                if a.get("status") not in ("success", None):
+                    statuses[a["status"]] += 1
+                if "limit" in (a.get("error") or "") and "file" in (a.get("error") or "").lower():
+                    emfile += 1
+    notes = []
+    if verdicts:
+        notes.append("not identified: " + ", ".join(f"{k} {v}" for k, v in verdicts.most_common(4)))
+    if statuses:
+        notes.append("attempt statuses: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common(4)))
+    if emfile:
+        notes.append(f"descriptor exhaustion: {emfile}")
+    return records, right, failed, "; ".join(notes)
+
+
+def nmap_counts(path: Path, expected: dict[tuple[int, str], str]) -> tuple[int, int, int, str]:
+    """(ports, right, failed, notes) of an nmap XML output (table-only names do not count)."""
+    import xml.etree.ElementTree as ET
+
+    ports = right = 0
+    other: Counter[str] = Counter()
+    for port in ET.parse(path).getroot().iter("port"):
+        ports += 1
+        svc = port.find("service")
+        st = port.find("state")
+        want = expected.get((int(port.get("portid", "0")), port.get("protocol", "tcp")))
+        name = svc.get("name") if svc is not None else None
+        if svc is not None and svc.get("method") == "probed" and NMAP_NAMES.get(name or "", name) == want:
+            right += 1
+        else:
+            other[f"{st.get('state') if st is not None else '?'}/{name}"] += 1
+    notes = ("not identified: " + ", ".join(f"{k} {v}" for k, v in other.most_common(4))) if other else ""
+    return ports, right, ports - right, notes
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: leave through the same clean-up path as Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit status 0 when every run completed."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--sizes", default="1024,16384", help="target counts (default %(default)s)")
+    ap.add_argument("--nmap-size", type=int, default=256, help="targets for nmap -sV (0: skip nmap)")
+    ap.add_argument("--concurrency", type=int, default=512, help="connections at once, every contender")
+    ap.add_argument("--ports", default="T:25,80,110,143,U:53", help="ports (default %(default)s)")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/portproof-bench/scale"))
+    ap.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
+    args = ap.parse_args(argv)
+    need_root()
+    sizes = sorted({max(1, min(int(s), 65000)) for s in args.sizes.split(",") if s.strip()})
+    for binary in ("nginx", "postfix", "dovecot"):
+        if not shutil.which(binary):
+            sys.exit(f"{binary} missing: install the lab's packages first (bash tests/lab/up.sh --install-only)")
+    if not Path("/usr/lib/dovecot/pop3-login").exists():
+        sys.exit("dovecot-pop3d missing: bash tests/lab/up.sh --install-only")
+    ensure_apt("dnsmasq", "dnsmasq-base")
+    nmap = ensure_apt("nmap", "nmap") if args.nmap_size > 0 else None
+    try:
+        import uvloop  # noqa: F401
+
+        have_uvloop = True
+    except ImportError:
+        print("[bench] uvloop not installed (pip install uvloop): the uvloop bare loop is skipped")
+        have_uvloop = False
+
+    fp = fingerprint_cmd()
+    probes_out = subprocess.run([*fp, "probes", "--json"], capture_output=True, text=True, timeout=120)
+    loaded = {p["name"] for p in json.loads(probes_out.stdout)["probes"]}
+    wanted = []
+    proto = "tcp"
+    for item in args.ports.split(","):
+        item = item.strip()
+        if item[:2].upper() in ("T:", "U:"):
+            proto = "tcp" if item[0].upper() == "T" else "udp"
+            item = item[2:]
+        port = int(item)
+        if port not in SERVICES or SERVICES[port][0] != proto:
+            sys.exit(f"no scale server for {proto}/{port}: choose among {SERVICES}")
+        if SERVICES[port][1] not in loaded:
+            print(f"[bench] NOTE probe {SERVICES[port][1]!r} is not registered: {proto}/{port} left out")
+            continue
+        wanted.append((port, proto))
+    if not wanted:
+        sys.exit("no port left to scan")
+    spec = ",".join(f"{'T' if t == 'tcp' else 'U'}:{p}" for p, t in wanted)
+    expected = {(p, t): SERVICES[p][1] for p, t in wanted}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    ns = Namespace(f"ppbench-{os.getpid()}", Path(f"/tmp/ppbench-{os.getpid()}"))
+    ns.work.mkdir(parents=True, exist_ok=True)
+    prev_term = signal.signal(signal.SIGTERM, _interrupt)
+    rows: list[Row] = []
+    ok = True
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        ns.create()
+        write_configs(ns)
+        start_servers(ns, [p for p, _ in wanted])
+        first = ready(ns, spec)
+        print(f"[bench] {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}", flush=True)
+        print(f"[bench] namespace {ns.name}, servers ready ({first['outcomes']}); ports {spec}; "
+              f"concurrency {args.concurrency}; ulimit -n {nofile[0]} (hard {nofile[1]})", flush=True)
+        biggest = max([*sizes, args.nmap_size])
+        all_targets = [str(FIRST + i) for i in range(biggest)]
+
+        def targets_file(n: int) -> Path:
+            f = ns.work / f"targets-{n}.txt"
+            f.write_text("\n".join(all_targets[:n]) + "\n")
+            return f
+
+        def run_fp(n: int) -> Row:
+            tf = targets_file(n)
+            out = args.out / f"fingerprint-{n}.jsonl"
+            cmd = ns.cmd(*fp, "-n", "--no-progress", "-o", "jsonl", "-p", spec, "--concurrency",
+                         str(args.concurrency), "-iL", str(tf))
+            print(f"[bench] $ {' '.join(cmd)}", flush=True)
+            m = run_measured(cmd, stdout=out, stderr=args.out / f"fingerprint-{n}.stderr", timeout=args.timeout,
+                             sample_fds=True)
+            records, right, failed, notes = fingerprint_counts(out, expected)
+            if records != n * len(wanted):
+                notes = f"{records} records for {n * len(wanted)} services; " + notes
+            return Row("fingerprint", n, records, right, failed, m, notes)
+
+        def run_bare(n: int, uv: bool) -> Row:
+            tf = targets_file(n)
+            out = args.out / f"bare-{'uvloop' if uv else 'asyncio'}-{n}.json"
+            cmd = ns.cmd(sys.executable, str(REPO / "bench/bareloop.py"), "-iL", str(tf), "-p", spec,
+                         "--concurrency", str(args.concurrency), *(["--uvloop"] if uv else []))
+            m = run_measured(cmd, stdout=out, stderr=out.with_suffix(".stderr"), timeout=args.timeout,
+                             sample_fds=True)
+            res = json.loads(out.read_text() or "{}")
+            bad = {k: v for k, v in res.get("outcomes", {}).items() if k != "ok"}
+            return Row(f"bare loop ({'uvloop' if uv else 'asyncio'})", n, res.get("services", 0), res.get("ok", 0),
+                       sum(bad.values()), m, ", ".join(f"{k} {v}" for k, v in bad.items()))
+
+        if nmap:
+            n = args.nmap_size
+            rows.append(run_fp(n))
+            xml = args.out / f"nmap-{n}.xml"
+            cmd = ns.cmd(nmap, "-n", "-Pn", "-sS", *(["-sU"] if any(t == "udp" for _, t in wanted) else []), "-sV",
+                         "-p", spec, "-iL", str(targets_file(n)), "-oX", str(xml))
+            print(f"[bench] $ {' '.join(cmd)}", flush=True)
+            m = run_measured(cmd, stdout=args.out / f"nmap-{n}.stdout", stderr=args.out / f"nmap-{n}.stderr",
+                             timeout=args.timeout, sample_fds=True)
+            ports, right, failed, notes = nmap_counts(xml, expected) if xml.exists() else (0, 0, 0, "no XML")
+            rows.append(Row("nmap -sV", n, ports, right, failed, m, notes))
+        for n in sizes:
+            rows.append(run_bare(n, False))
+            if have_uvloop:
+                rows.append(run_bare(n, True))
+            rows.append(run_fp(n))
+    except KeyboardInterrupt:
+        print("[bench] interrupted", flush=True)
+        ok = False
+    finally:
+        ns.destroy()
+        shutil.rmtree(ns.work, ignore_errors=True)
+        signal.signal(signal.SIGTERM, prev_term)
+
+    print()
+    print(table(["run", "targets", "services", "right", "failed", "wall s", "right/s", "CPU s", "CPU ms/svc",
+                 "peak RSS MiB", "peak fds"],
+                [[r.what, r.targets, r.services, r.right, r.failed, f"{r.m.wall:.2f}", f"{r.rate:.0f}",
+                  f"{r.m.user + r.m.system:.1f}", f"{(r.m.user + r.m.system) * 1000 / max(1, r.services):.2f}",
+                  f"{r.m.maxrss_kib / 1024:.0f}", r.m.peak_fds] for r in rows]))
+    for r in rows:
+        if r.notes or r.m.returncode:
+            print(f"  {r.what} x{r.targets}: exit {r.m.returncode}{' (timed out)' if r.m.timed_out else ''}; {r.notes}")
+        ok = ok and r.m.returncode == 0
+    print()
+    by = {(r.what, r.targets): r for r in rows}
+    for n in sizes:
+        f = by.get(("fingerprint", n))
+        if f is None:
+            continue
+        for loop in ("uvloop", "asyncio"):
+            b = by.get((f"bare loop ({loop})", n))
+            if b and b.rate:
+                print(f"{n} targets: fingerprint {f.rate:.0f} services/s = {f.rate / b.rate:.0%} of the bare "
+                      f"{loop} loop ({b.rate:.0f}/s)  (aim >= 60%)")
+    nf = by.get(("fingerprint", args.nmap_size))
+    nm = by.get(("nmap -sV", args.nmap_size))
+    if nf and nm and nm.rate:
+        print(f"{args.nmap_size} targets: fingerprint {nf.m.wall:.2f} s vs nmap -sV {nm.m.wall:.2f} s: "
+              f"{nm.m.wall / nf.m.wall:.1f}x faster; {nf.rate:.0f} vs {nm.rate:.1f} services/s")
+    fps = sorted((r for r in rows if r.what == "fingerprint"), key=lambda r: r.targets)
+    if len(fps) >= 2 and fps[-1].targets > fps[0].targets:
+        lo, hi = fps[0], fps[-1]
+        per = (hi.m.maxrss_kib - lo.m.maxrss_kib) / (hi.targets - lo.targets)
+        print(f"memory: peak RSS {lo.m.maxrss_kib / 1024:.0f} MiB at {lo.targets} targets, "
+              f"{hi.m.maxrss_kib / 1024:.0f} MiB at {hi.targets}: {per:.2f} KiB per extra target "
+              f"({per / len(wanted):.2f} KiB per service)")
+        print(f"descriptors: peak {max(r.m.peak_fds for r in fps)} open in fingerprint runs, ulimit -n {nofile[0]}")
+    summary = [{"run": r.what, "targets": r.targets, "services": r.services, "right": r.right, "failed": r.failed,
+                "wall": r.m.wall, "rate": r.rate, "cpu": r.m.user + r.m.system,
+                "maxrss_kib": r.m.maxrss_kib, "peak_fds": r.m.peak_fds,
+                "returncode": r.m.returncode, "notes": r.notes} for r in rows]
+    (args.out / "summary.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                                       "machine": machine(), "ports": spec,
+                                                       "concurrency": args.concurrency, "ulimit_n": nofile[0],
+                                                       "runs": summary}, indent=2) + "\n")
+    print(f"outputs in {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
