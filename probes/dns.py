@@ -378,6 +378,12 @@ def _srv_targets(reply: DNSReply | None) -> list[dict[str, Any]]:
     return out
 
 
+#: NSID values (RFC 5001) whose documented form names the operator's service
+_NSID_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"gpdns-[a-z]{3}"), "Google Public DNS"),
+]
+
+
 def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = True) -> Finding:
     """Decide the product from the replies a server gave (each carries its own question).
 
@@ -495,6 +501,14 @@ def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = Tru
             if strings.get(cname):
                 details["version_string"] = strings[cname]
                 f.add(f"{cname} CH TXT", strings[cname])
+                break
+
+    # --- product from an operator's NSID convention (Google Public DNS answers "gpdns-<IATA code>")
+    if not f.product and details.get("nsid"):
+        for pattern, product in _NSID_RULES:
+            if pattern.fullmatch(details["nsid"]):
+                f.product, f.confidence = product, 9
+                details["product_from"] = "EDNS NSID naming convention"
                 break
 
     # --- product from behaviour

@@ -21,6 +21,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
     Finding,
@@ -190,6 +191,11 @@ class IMAPProbe(Probe):
             finding.details["refused"] = text
             finding.confidence = min(finding.confidence, 7)
             return finding
+        # "+OK" / "* OK" greetings are this protocol's own: enough to keep in a replay
+        return (yield from keep_greeting_in_replay(ctx, finding, self._after_greeting(ctx, text, caps, finding), True))
+
+    def _after_greeting(self, ctx: ProbeContext, text: str, caps: list[str], finding: Finding) -> Dialogue:
+        """CAPABILITY, ID, STARTTLS + CAPABILITY, NTLM information, LOGOUT."""
         yield Send(b"a1 CAPABILITY\r\n")
         resp = parse_response((yield Recv(frame_imap_tagged(b"a1"))), "a1")
         for line in resp.untagged:

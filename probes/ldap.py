@@ -732,6 +732,110 @@ def replayed_messages_finding(messages: list[LDAPMessageInfo]) -> Finding:
     return finding
 
 
+# ------------------------------------------------------------------------------------- CLDAP
+
+#: DS_FLAG bits of a netlogon response (MS-ADTS 6.3.1.2)
+NETLOGON_FLAGS = {
+    0x1: "PDC", 0x4: "GC", 0x8: "LDAP", 0x10: "DS", 0x20: "KDC", 0x40: "TIMESERV", 0x80: "CLOSEST",
+    0x100: "WRITABLE", 0x200: "GOOD_TIMESERV", 0x400: "NDNC", 0x800: "SELECT_SECRET_DOMAIN_6",
+    0x1000: "FULL_SECRET_DOMAIN_6", 0x2000: "WS", 0x4000: "DS_8", 0x8000: "DS_9", 0x10000: "DS_10",
+    0x20000000: "DNS_CONTROLLER", 0x40000000: "DNS_DOMAIN", 0x80000000: "DNS_FOREST",
+}
+#: the names of a NETLOGON_SAM_LOGON_RESPONSE_EX, in wire order (MS-ADTS 6.3.1.9)
+_NETLOGON_EX_NAMES = (
+    "dns_forest", "dns_domain", "dns_host", "netbios_domain", "netbios_computer", "user", "dc_site", "client_site",
+)
+#: times the CLDAP request is sent when no datagram answers
+CLDAP_TRIES = 2
+#: most LDAP messages read from one CLDAP datagram
+MAX_DATAGRAM_MESSAGES = 64
+
+
+def split_datagram(datagram: bytes) -> list[LDAPMessageInfo]:
+    """Every LDAPMessage of a CLDAP datagram (a search answer is its entries and its done, together)."""
+    out: list[LDAPMessageInfo] = []
+    pos = 0
+    while pos < len(datagram) and len(out) < MAX_DATAGRAM_MESSAGES:
+        n = frame_ldap_message(datagram[pos:])
+        if n is None:
+            raise NotThisProtocol("CLDAP datagram ends inside an LDAP message")
+        out.append(parse_ldap_message(datagram[pos : pos + n]))
+        pos += n
+    return out
+
+
+def parse_netlogon_response(blob: bytes) -> dict[str, Any]:
+    """Decode a NETLOGON_SAM_LOGON_RESPONSE_EX (opcode 23), the answer to an AD "LDAP ping".
+
+    Layout: opcode (u16 LE), Sbz (u16), Flags (u32 LE), DomainGuid (16 bytes), then eight
+    RFC 1035 names compressed with pointers relative to the start of the blob (decoded with
+    dnspython's ``dns.name.from_wire``). Older opcodes are reported by number only.
+    """
+    import dns.exception
+    import dns.name
+
+    if len(blob) < 24:
+        raise NotThisProtocol("netlogon response too short")
+    opcode = int.from_bytes(blob[:2], "little")
+    out: dict[str, Any] = {"opcode": opcode}
+    if opcode != 23:
+        return out
+    flags = int.from_bytes(blob[4:8], "little")
+    out["flags"] = f"{flags:#010x}"
+    out["flag_names"] = [name for bit, name in NETLOGON_FLAGS.items() if flags & bit]
+    guid = blob[8:24]
+    out["domain_guid"] = "{:08x}-{:04x}-{:04x}-{}-{}".format(
+        int.from_bytes(guid[:4], "little"), int.from_bytes(guid[4:6], "little"),
+        int.from_bytes(guid[6:8], "little"), guid[8:10].hex(), guid[10:].hex(),
+    )
+    pos = 24
+    for field_name in _NETLOGON_EX_NAMES:
+        try:
+            name, used = dns.name.from_wire(blob, pos)
+        except (dns.exception.DNSException, ValueError, IndexError) as exc:
+            raise NotThisProtocol(f"netlogon response: bad {field_name} name ({exc})") from None
+        pos += used
+        text = name.to_text(omit_final_dot=True)
+        if text and text != "@":
+            out[field_name] = text
+    return out
+
+
+def cldap_finding(messages: list[LDAPMessageInfo], port: int) -> Finding:
+    """LDAP confirmed from a CLDAP answer: a rootDSE (classified as over TCP) or a netlogon ping.
+
+    A netlogon answer names the AD domain, forest and DC, but not whether Windows or Samba sent
+    it (no version string): the product stays unnamed.
+    """
+    entry = next((m for m in messages if m.op == "searchResEntry"), None)
+    done = next((m for m in messages if m.op == "searchResDone"), None)
+    if entry is None:
+        if done is None:
+            raise NotThisProtocol("no search answer in the CLDAP datagram")
+        if done.result_code == 0:
+            finding = Finding(service="ldap", confidence=7)
+            finding.add("CLDAP searchResDone", "success, no entry returned")
+            return finding
+        return refusal_finding(done)
+    netlogon = next((v for k, v in entry.attributes.items() if k.lower() == "netlogon"), None)
+    if netlogon:
+        facts = parse_netlogon_response(netlogon[0])
+        finding = Finding(service="ldap", confidence=8)
+        finding.details["cldap_netlogon"] = facts
+        finding.add("CLDAP netlogon", " ".join(f"{k}={v}" for k, v in facts.items() if k != "flag_names")[:500])
+        domain = facts.get("dns_domain")
+        if domain:
+            finding.host_facts["ad_domain"] = domain
+            host = facts.get("dns_host") or facts.get("netbios_computer")
+            finding.extrainfo = f"AD domain {domain}" + (f", DC {host}" if host else "")
+        return finding
+    root = parse_root_dse(entry)
+    finding = classify_root_dse(root, port)
+    finding.details["root_dse"] = root.as_dict()
+    finding.details["cldap"] = True
+    return finding
+
+
 # ------------------------------------------------------------------------------------- probe
 
 
@@ -740,7 +844,7 @@ class LDAPProbe(Probe):
 
     name: ClassVar[str] = "ldap"
     services: ClassVar[tuple[str, ...]] = ("ldap",)
-    transports = ("tcp",)
+    transports = ("tcp", "udp")
     ports: ClassVar[tuple[int, ...]] = (389, 379, 390, 3268, 636, 3269)
     tls_ports: ClassVar[tuple[int, ...]] = (636, 3269)
     server_first: ClassVar[bool] = False
@@ -771,14 +875,39 @@ class LDAPProbe(Probe):
                 return reply
         return None
 
+    def _cldap(self, ctx: ProbeContext) -> Dialogue:
+        """CLDAP (UDP): the rootDSE search in one datagram, its answer in one datagram.
+
+        Sent at most :data:`CLDAP_TRIES` times when unanswered. In a replay the answer may be
+        another client's (an AD "LDAP ping" for the netlogon attribute): any message id is taken.
+        """
+        answer: bytes | None = None
+        for attempt in range(CLDAP_TRIES):
+            yield Send(build_root_dse_request(1))
+            try:
+                answer = yield Recv(frame_ldap_message, max_size=MAX_RECV)
+            except RecvTimeout:
+                if attempt + 1 == CLDAP_TRIES:
+                    raise
+                continue
+            break
+        assert answer is not None
+        messages = split_datagram(answer)
+        if not ctx.replay and any(m.message_id != 1 for m in messages):
+            raise NotThisProtocol("CLDAP answer with another message id")
+        return cldap_finding(messages, ctx.port)
+
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
-        """rootDSE search, OpenLDAP monitor, anonymous-read check, StartTLS, unbind."""
+        """rootDSE search, OpenLDAP monitor, anonymous-read check, StartTLS, unbind (CLDAP on UDP)."""
+        if ctx.transport == "udp":
+            return (yield from self._cldap(ctx))
         message_id = 1
         yield Send(build_root_dse_request(message_id))
         # In a pcap replay the server's replies answer another client's requests: their message
         # ids are not ours and the stream goes on with whatever that client asked (binds, SASL-
-        # wrapped traffic). The first reply's id tells (or the engine's ``replay`` flag, if set).
-        replay = bool(getattr(ctx, "replay", False))
+        # wrapped traffic). The first reply tells: our id and the rootDSE (our own scan, recorded
+        # with --record: the follow-ups are in the capture too), or anything else (a foreign client).
+        replay = False
         entries: list[LDAPMessageInfo] = []
         others: list[LDAPMessageInfo] = []
         done: LDAPMessageInfo | None = None
@@ -797,6 +926,8 @@ class LDAPProbe(Probe):
                 # (bindResponse, extendedResp), answers someone else's request
                 if reply.message_id != message_id or reply.op not in _SEARCH_REPLY_OPS:
                     replay = True
+                elif ctx.replay and reply.op == "searchResEntry" and reply.dn != "":
+                    replay = True  # another client's search with our message id
             if reply.is_notice_of_disconnection:
                 done = reply
                 break

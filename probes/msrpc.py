@@ -15,6 +15,11 @@ annotation, the protocol sequence and the port, pipe or LRPC name); the roles th
 or the registered interfaces tell (Samba vs Windows). A ``bind_nak``, a ``fault`` or an empty
 list still confirm MS-RPC, and the finding records which.
 
+In a replay (``ctx.replay``) of another client's conversation (other call ids, other interfaces,
+often from mid-connection) the server's PDUs are read as they come: bind_ack facts, an NTLMSSP
+CHALLENGE in an auth verifier (names; a known Windows build names "Microsoft Windows"), faults,
+and the endpoints of ``ept_lookup``/``ept_map`` answers (NDR 2.0 or NDR64).
+
 Building and parsing use scapy's DCE/RPC (``scapy.layers.dcerpc``) and EPM
 (``scapy.layers.msrpce.ept``) layers, imported lazily (scapy takes ~1.5 s to import). Framing
 (the 16-byte common header and ``frag_len``) is a few lines of ``struct``: it must run on every
@@ -28,7 +33,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanner.api import Dialogue, Finding, NotThisProtocol, Probe, ProbeContext, Recv, Send
+from probes._replay import keep_greeting_in_replay
+from scanner.api import Dialogue, Finding, NotThisProtocol, Probe, ProbeContext, Recv, Send, StepError
 
 __all__ = [
     "EPM_UUID",
@@ -51,6 +57,7 @@ __all__ = [
     "interface_name",
     "parse_bind_reply",
     "parse_ept_lookup_reply",
+    "parse_ept_map_reply",
     "parse_fault",
     "parse_pdu_header",
     "parse_tower",
@@ -70,6 +77,8 @@ MAX_FRAGMENTS = 64
 MAX_REPLY = 1024 * 1024
 #: most endpoints kept in a finding
 MAX_ENDPOINTS = 2000
+#: most PDUs the replay dialogue reads from a captured server stream
+MAX_REPLAY_PDUS = 64
 
 # PDU types (C706 12.6.4)
 PTYPE_REQUEST = 0
@@ -517,6 +526,33 @@ def parse_ept_lookup_reply(message: bytes) -> LookupReply:
     return LookupReply(handle, status, entries)
 
 
+def parse_ept_map_reply(message: bytes) -> tuple[int, list[Endpoint]]:
+    """Parse an ``ept_map`` response (status, towers), NDR 2.0 or NDR64 (whichever parses).
+
+    A captured client may have negotiated either transfer syntax; the response itself does not
+    say which, so both decodings are tried and the one giving well-formed towers wins.
+    """
+    stub = reassemble_stub(message)
+    if len(stub) < 28:
+        raise NotThisProtocol("ept_map response too short")
+    from scapy.layers.msrpce.raw.ept import ept_map_Response
+
+    last = "no towers"
+    for ndr64 in (False, True):
+        try:
+            resp = ept_map_Response(stub, ndr64=ndr64)
+            towers = [t for t in (resp.valueof("ITowers") or []) if t is not None][:MAX_ENDPOINTS]
+            if int(resp.num_towers) != len(towers):
+                continue
+            eps = [parse_tower(bytes(t.tower_octet_string)) for t in towers]
+            return int(resp.status), eps
+        except NotThisProtocol as exc:
+            last = str(exc)
+        except Exception as exc:  # scapy raises many kinds on hostile bytes
+            last = f"{type(exc).__name__}: {exc}"
+    raise NotThisProtocol(f"malformed ept_map response: {last}")
+
+
 # ---------------------------------------------------------------- inference
 
 
@@ -583,6 +619,9 @@ class MSRPCProbe(Probe):
         yield Send(build_bind(call_id=1))
         reply = yield Recv(frame_dcerpc_pdu)
         hdr = parse_pdu_header(reply)
+        if ctx.replay and (hdr.call_id != 1 or hdr.ptype not in (PTYPE_BIND_ACK, PTYPE_BIND_NAK, PTYPE_FAULT)):
+            # another client's conversation (other call ids, often from mid-connection)
+            return (yield from self._replay_dialogue(ctx, reply))
         finding = Finding(service="msrpc", confidence=8)
         finding.add(f"DCE/RPC {hdr.ptype_name}", reply[:64].hex())
         if hdr.call_id != 1:
@@ -609,7 +648,12 @@ class MSRPCProbe(Probe):
             finding.extrainfo = "EPM context not accepted"
             return ctx.found(finding)
         ctx.found(finding)
+        # in a replay the captured client may have asked anything after its bind: what does not
+        # fit ept_lookup leaves the bind's finding standing
+        return (yield from keep_greeting_in_replay(ctx, finding, self._lookups(ctx, finding), True))
 
+    def _lookups(self, ctx: ProbeContext, finding: Finding) -> Dialogue:
+        """Page through ``ept_lookup`` (bounded) and name roles and product from the endpoints."""
         endpoints: list[Endpoint] = []
         handle = b"\x00" * 20
         statuses: list[str] = []
@@ -670,3 +714,104 @@ class MSRPCProbe(Probe):
         finding.extrainfo = ", ".join(extra) or None
         finding.confidence = 9 if product else 8
         return finding
+
+    def _replay_dialogue(self, ctx: ProbeContext, first: bytes) -> Dialogue:
+        """Replay: read what the server sent to *another* client, whatever that client asked.
+
+        A capture holds other clients' binds and requests (any interface, any call id, often
+        from the middle of a connection), so nothing is paired with our own requests: the
+        server's PDUs are read in order (at most :data:`MAX_REPLAY_PDUS`) and each tells what it
+        can: ``bind_ack``/``alter_context_resp`` (fragment sizes, secondary address, an NTLMSSP
+        CHALLENGE in the auth verifier: names and Windows build), ``bind_nak``, ``fault``, and
+        ``ept_lookup``/``ept_map`` responses (endpoints). A client PDU first means the bytes are
+        not a DCE/RPC server's.
+        """
+        finding = Finding(service="msrpc", confidence=8)
+        kinds: dict[str, int] = {}
+        endpoints: list[Endpoint] = []
+        msg = first
+        for i in range(MAX_REPLAY_PDUS):
+            try:
+                if i:
+                    msg = yield Recv(frame_dcerpc_pdu, max_size=MAX_REPLY)
+                hdr = parse_pdu_header(msg)
+            except (NotThisProtocol, StepError):
+                if i == 0:
+                    raise
+                break  # a gap, the capture's end or junk after real PDUs: keep what was read
+            if hdr.ptype not in _SERVER_PTYPES:
+                if i == 0:
+                    raise NotThisProtocol(f"a {hdr.ptype_name} PDU where the server speaks")
+                break
+            if not kinds:
+                finding.add(f"DCE/RPC {hdr.ptype_name}", msg[:64].hex())
+                ctx.found(finding)
+            kinds[hdr.ptype_name] = kinds.get(hdr.ptype_name, 0) + 1
+            try:
+                if hdr.ptype == PTYPE_BIND_ACK and "max_xmit_frag" not in finding.details:
+                    bind = parse_bind_reply(msg)
+                    finding.details["max_xmit_frag"] = bind.max_xmit_frag
+                    finding.details["max_recv_frag"] = bind.max_recv_frag
+                    if bind.sec_addr:
+                        finding.details["sec_addr"] = bind.sec_addr
+                elif hdr.ptype == PTYPE_BIND_NAK:
+                    finding.details["reject_reason"] = parse_bind_reply(msg).reject_reason
+                elif hdr.ptype == PTYPE_FAULT:
+                    finding.details.setdefault("faults", []).append(f"{parse_fault(msg):#010x}")
+                elif hdr.ptype == PTYPE_RESPONSE and len(endpoints) < MAX_ENDPOINTS:
+                    endpoints.extend(_endpoints_in_response(msg))
+            except NotThisProtocol as exc:
+                finding.details.setdefault("unparsed", []).append(f"{hdr.ptype_name}: {exc}"[:200])
+            if hdr.auth_len and "ntlm" not in finding.details:
+                _ntlm_from_verifier(finding, msg, hdr)
+        finding.details["replay_pdus"] = kinds
+        if endpoints:
+            finding.details["endpoints"] = [e.as_dict() for e in endpoints[:MAX_ENDPOINTS]]
+            finding.details["interfaces"] = sorted({e.name for e in endpoints if e.name})
+            roles = infer_roles(endpoints)
+            finding.details["roles"] = roles
+            product, reasons = infer_product(endpoints, None)
+            if product and finding.product is None:
+                finding.product = product
+                for reason in reasons:
+                    finding.add("behaviour", reason)
+        return finding
+
+
+#: PDU types a connection-oriented DCE/RPC server sends
+_SERVER_PTYPES = frozenset({PTYPE_RESPONSE, PTYPE_FAULT, PTYPE_BIND_ACK, PTYPE_BIND_NAK, 15, 17})
+
+
+def _endpoints_in_response(msg: bytes) -> list[Endpoint]:
+    """Endpoints in an ``ept_lookup`` or ``ept_map`` response (a capture does not say which)."""
+    try:
+        return parse_ept_lookup_reply(msg).entries
+    except NotThisProtocol:
+        pass
+    try:
+        return parse_ept_map_reply(msg)[1]
+    except NotThisProtocol:
+        return []  # a response of another interface: it still confirms DCE/RPC
+
+
+def _ntlm_from_verifier(finding: Finding, msg: bytes, hdr: PduHeader) -> None:
+    """Record an NTLMSSP CHALLENGE carried in a PDU's auth verifier (bind_ack, alter_context_resp).
+
+    The VERSION field's Windows build names the product ("Microsoft Windows") when it is a known
+    Windows release; Samba's fixed 6.1.0 and unknown builds name none.
+    """
+    from scanner.ntlm import NTLMError, find_ntlmssp, parse_challenge
+
+    verifier = msg[hdr.frag_len - hdr.auth_len : hdr.frag_len]
+    try:
+        chal = parse_challenge(find_ntlmssp(verifier))
+    except (NTLMError, NotThisProtocol, ValueError):
+        return
+    finding.details["ntlm"] = chal.as_dict()
+    finding.add("NTLMSSP CHALLENGE", chal.summary())
+    finding.extrainfo = chal.summary() or finding.extrainfo
+    if chal.windows_version:
+        finding.product = "Microsoft Windows"
+        finding.version = chal.os_version_text
+        finding.details["windows_release"] = chal.windows_version
+        finding.confidence = 9

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
     Finding,
@@ -130,6 +131,12 @@ class NNTPProbe(Probe):
             finding.details["refused"] = f"{code} {text}"
             finding.confidence = min(finding.confidence, 6)
             return finding
+        named = finding.product is not None or re.search(r"\b(?:NNTP|NNRP|news)", text, re.I) is not None
+        rest = self._after_greeting(ctx, code, text, finding)
+        return (yield from keep_greeting_in_replay(ctx, finding, rest, named))
+
+    def _after_greeting(self, ctx: ProbeContext, code: int, text: str, finding: Finding) -> Dialogue:
+        """CAPABILITIES, STARTTLS + CAPABILITIES, NTLM information, QUIT."""
         yield Send(b"CAPABILITIES\r\n")
         reply = yield Recv(frame_dot_block)
         rcode, rtext = parse_status(reply.split(b"\n", 1)[0])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
     Finding,
@@ -133,6 +134,11 @@ class POP3Probe(Probe):
             finding.details["refused"] = text
             finding.confidence = min(finding.confidence, 6)
             return finding
+        # "+OK" / "* OK" greetings are this protocol's own: enough to keep in a replay
+        return (yield from keep_greeting_in_replay(ctx, finding, self._after_greeting(ctx, text, finding), True))
+
+    def _after_greeting(self, ctx: ProbeContext, text: str, finding: Finding) -> Dialogue:
+        """CAPA, STLS + CAPA, NTLM information, QUIT."""
         yield Send(b"CAPA\r\n")
         reply = yield Recv(frame_dot_block)
         caps = parse_capa(reply)

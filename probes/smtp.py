@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
     Finding,
@@ -123,6 +124,9 @@ _BANNERS: list[tuple[re.Pattern[str], str, int | None]] = [
     (re.compile(r"MDaemon ESMTP(?: server)? ([\w.]+)"), "MDaemon", 1),
 ]
 
+#: a greeting that names SMTP itself (a bare 220 line is also an FTP greeting)
+_SAYS_SMTP = re.compile(r"\b(?:E?SMTP|LMTP|MTA|mail ?service)\b(?!.*\bFTP\b)", re.I)
+
 #: EHLO keywords that only Microsoft Exchange sends
 _EXCHANGE_KEYWORDS = ("X-EXPS", "X-ANONYMOUSTLS", "XEXCH50", "X-LINK2STATE", "XSHADOW", "XRDST",
                       "XPROXYFROM", "XSHADOWREQUEST", "XOORG", "X-EXCHANGEAUTH", "XRSET", "XLOOPDETECT")
@@ -203,6 +207,12 @@ class SMTPProbe(Probe):
             finding.details["refused"] = f"{greeting.code} {greeting.text}"
             finding.confidence = min(finding.confidence, 6)
             return finding
+        named = finding.product is not None or _SAYS_SMTP.search(greeting.text) is not None
+        rest = self._after_greeting(ctx, greeting, finding)
+        return (yield from keep_greeting_in_replay(ctx, finding, rest, named))
+
+    def _after_greeting(self, ctx: ProbeContext, greeting: SMTPReply, finding: Finding) -> Dialogue:
+        """EHLO/HELO, STARTTLS + EHLO, NTLM information, QUIT."""
         yield Send(build_command("EHLO", ctx.client_name))
         reply = parse_reply((yield Recv(frame_reply)))
         ehlo: EHLOInfo | None = None

@@ -2,28 +2,35 @@
 
 Default port: 102. Client speaks first.
 
-Sends, on one connection:
+Sends:
 
 1. a COTP connection request (CR, class 0) with S7-style TSAPs (calling ``0100``, called
-   ``0102``) and a TPDU size of 1024;
+   ``0102``) and a TPDU size of 1024; when it is refused (DR/ER), a second CR on a fresh
+   connection (``Reconnect``) with libiec61850's TSAPs (``0001``/``0001``), then step 2;
 2. after the connection confirm (CC), an ISO session CONNECT carrying a presentation CP, an ACSE
    AARQ and an MMS initiate-request (the bytes libiec61850's client sends) and waits a short
    while: an IEC 61850 / MMS server answers ACCEPT (then an MMS ``identify`` is sent: vendor,
    model, revision); an X.400 MTA would answer at the session/presentation layer naming MHS
    object identifiers (2.6.x);
 3. when nothing answers (an S7 stack ignores session PDUs), an S7comm "setup communication"
-   job; when acknowledged, SZL reads 0x0011 (module identification: order number, firmware)
-   and 0x001C (component identification: module type, station name, serial number).
+   job on the same connection; when the peer *closes* (or refuses) on the session CONNECT, the
+   same job on a fresh connection (``Reconnect``, CR/CC again); when acknowledged, SZL reads
+   0x0011 (module identification: order number, firmware) and 0x001C (component identification:
+   module type, station name, serial number).
 
 Collects: the CC's TPDU size, TSAPs, class and options (or the DR reason), then the upper layer
-(``details.upper_layer``: ``"mms"``, ``"s7comm"``, ``"x400"`` or None) with its evidence.
-A bare CC proves only the ISO transport: the upper layer then stays None, never "S7".
+(``details.upper_layer``: ``"mms"``, ``"s7comm"``, ``"x400"`` or None) with its evidence;
+``details.reconnects`` counts the fresh connections used. A bare CC proves only the ISO
+transport: the upper layer then stays None, never "S7".
 
 Why this order: the lab showed libiec61850 closes the connection on an S7 job, while
 python-snap7's S7 server stays silent on a session CONNECT and still answers S7 afterwards, so
-"MMS first, S7 on silence" learns both on one connection. A stack that *closes* on the session
-CONNECT (some PLCs) leaves S7 untried: ``details.s7_untried`` says so (a second connection would
-be needed; see the report to the lead).
+"MMS first, S7 on silence" learns both on one connection; a stack that closes on the session
+CONNECT gets S7 on a second connection. ``details.s7_untried`` says when S7 could not be asked.
+
+An S7comm PDU where the session answer was expected is taken as the S7 answer (in a replay the
+capture holds a client that spoke S7, or our own scan after the silence), and SZL answers are
+only decoded as the SZL they say they are (a capture holds other clients' SZL reads).
 
 TPKT/COTP/session framing and the small BER walker are written here (scapy has no COTP or ISO
 session layer; ldap3's BER decoder only knows LDAP's tags).
@@ -42,6 +49,7 @@ from scanner.api import (
     NotThisProtocol,
     Probe,
     ProbeContext,
+    Reconnect,
     Recv,
     RecvClosed,
     RecvTimeout,
@@ -82,6 +90,10 @@ MAX_TPKT = 65535
 MAX_DT_SEGMENTS = 16
 #: seconds to wait for an answer to the session CONNECT before trying S7
 SESSION_WAIT = 2.5
+#: (calling, called) TSAPs of the first CR: what S7 clients send (PG/PC to rack 0 slot 2)
+S7_TSAPS = (b"\x01\x00", b"\x01\x02")
+#: (calling, called) TSAPs of the retry when the S7 TSAPs are refused: libiec61850's defaults
+MMS_TSAPS = (b"\x00\x01", b"\x00\x01")
 
 # COTP TPDU codes (ISO 8073 13.x); the high nibble, except DT/ER/CR/CC/DR/DC which are full bytes
 COTP_CR, COTP_CC, COTP_DR, COTP_DC, COTP_DT, COTP_ER = 0xE0, 0xD0, 0x80, 0xC0, 0xF0, 0x70
@@ -585,49 +597,96 @@ class TSAPProbe(Probe):
     summary = "RFC 1006 TPKT/COTP connect, then tells MMS/IEC 61850, Siemens S7comm and X.400 apart"
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
-        """CR -> CC, then session CONNECT (MMS), on silence S7 setup + SZL; see the module doc."""
-        src_ref = ctx.rng.randint(1, 0xFFFE)
-        yield Send(build_cotp_cr(src_ref))
-        cc = parse_cotp((yield Recv(frame_tpkt, max_size=MAX_TPKT + 1)))
+        """CR -> CC, then session CONNECT (MMS), S7 on silence or on a fresh connection; see the module doc."""
         finding = Finding(service="tsap", confidence=8)
-        finding.details["cotp"] = cc.facts()
         finding.details["upper_layer"] = None
-        finding.add(f"COTP {cc.kind}", repr(cc.facts()))
+        cc = yield from self._connect(ctx, finding, S7_TSAPS)
+        if cc is None:
+            # refused (DR/ER) at the S7 TSAPs: an MMS stack may want its own TSAPs (S7 refused,
+            # MMS on a fresh connection: the "vice versa" of the session CONNECT case below)
+            yield Reconnect()
+            finding.details["reconnects"] = 1
+            cc = yield from self._connect(ctx, finding, MMS_TSAPS)
+            if cc is None:
+                return finding
+            return (yield from self._mms_then_s7(ctx, finding, fresh_connection_for_s7=False))
+        return (yield from self._mms_then_s7(ctx, finding, fresh_connection_for_s7=True))
+
+    def _connect(
+        self, ctx: ProbeContext, finding: Finding, tsaps: tuple[bytes, bytes]
+    ) -> Generator[Step, Any, CotpPdu | None]:
+        """COTP CR with ``tsaps`` (calling, called) -> CC; None when refused or closed."""
+        src_ref = ctx.rng.randint(1, 0xFFFE)
+        yield Send(build_cotp_cr(src_ref, calling_tsap=tsaps[0], called_tsap=tsaps[1]))
+        try:
+            cc = parse_cotp((yield Recv(frame_tpkt, max_size=MAX_TPKT + 1)))
+        except RecvClosed:
+            if finding.details.get("cotp") is None:
+                raise  # nothing seen yet: the port is not ISO-TSAP as far as we know
+            finding.details["cotp_closed"] = True
+            return None
+        first = finding.details.get("cotp") is None
+        facts = cc.facts()
+        if first:
+            finding.details["cotp"] = facts
+        else:
+            finding.details["cotp_retry"] = facts
+        finding.add(f"COTP {cc.kind}", repr(facts))
         if cc.kind in ("DR", "ER"):
             finding.extrainfo = f"ISO transport, connection refused ({cc.kind})"
-            return finding
+            finding.details["cotp_closed"] = False
+            ctx.found(finding)
+            return None
         if cc.kind != "CC":
             raise NotThisProtocol(f"answer to a COTP CR is a {cc.kind}")
-        if cc.dst_ref != src_ref:
-            finding.details["cotp"]["ref_mismatch"] = True
+        if cc.dst_ref != src_ref and not ctx.replay:
+            facts["ref_mismatch"] = True
+        finding.details.pop("cotp_closed", None)
         finding.extrainfo = "ISO transport (COTP CC), upper layer unknown"
         ctx.found(finding)
+        return cc
 
-        # -- ISO session CONNECT + MMS initiate
+    def _mms_then_s7(self, ctx: ProbeContext, finding: Finding, fresh_connection_for_s7: bool) -> Dialogue:
+        """Session CONNECT (MMS); S7 on silence, or on a fresh connection when the peer refuses it."""
         yield Send(build_cotp_dt(MMS_INITIATE_CN))
         try:
             reply = yield from _recv_tsdu(first_timeout=SESSION_WAIT)
         except RecvTimeout:
             reply = None
         except RecvClosed:
-            finding.details["s7_untried"] = True
-            finding.details["after_session_connect"] = "closed"
-            return finding
+            reply = CotpPdu(kind="closed", code=-1)
+        if reply is not None and reply.kind == "DT" and reply.data[:1] == b"\x32":
+            # S7comm where a session SPDU was expected: a capture of a client that spoke S7 (or
+            # of our own scan after the silence) shows the S7 answer right after the CC
+            return (yield from self._s7_answer(ctx, finding, reply))
+        if reply is not None and reply.kind == "DT":
+            return (yield from self._session_path(ctx, finding, reply.data))
         if reply is not None:
-            if reply.kind != "DT":
-                finding.details["after_session_connect"] = reply.kind
+            # the session CONNECT was refused (DR/ER) or the connection closed: S7 stacks that
+            # only know S7comm do that; S7 is asked on a fresh connection
+            finding.details["after_session_connect"] = reply.kind
+            if reply.kind != "closed":
                 finding.add(f"COTP {reply.kind} after session CONNECT", repr(reply.facts()))
+            if not fresh_connection_for_s7:
                 finding.details["s7_untried"] = True
                 return finding
-            return (yield from self._session_path(ctx, finding, reply.data))
-
-        # -- silence: try S7comm
+            yield Reconnect()
+            finding.details["reconnects"] = finding.details.get("reconnects", 0) + 1
+            cc = yield from self._connect(ctx, finding, S7_TSAPS)
+            if cc is None:
+                finding.details["s7_untried"] = True
+                return finding
+        # -- silence (or a fresh connection): try S7comm
         yield Send(build_cotp_dt(build_s7_setup(pdu_ref=ctx.rng.randint(1, 0xFFFF))))
         try:
             s7 = yield from _recv_tsdu()
         except (RecvTimeout, RecvClosed):
             finding.details["after_s7_setup"] = "no answer"
             return finding
+        return (yield from self._s7_answer(ctx, finding, s7))
+
+    def _s7_answer(self, ctx: ProbeContext, finding: Finding, s7: CotpPdu) -> Dialogue:
+        """The answer to an S7 setup communication: on an Ack_Data, read the SZLs."""
         if s7.kind != "DT":
             finding.details["after_s7_setup"] = s7.kind
             return finding
@@ -717,6 +776,10 @@ class TSAPProbe(Probe):
                 break
             except NotThisProtocol as exc:
                 finding.details[f"szl_{szl_id:04x}_error"] = str(exc)
+                continue
+            if szl.szl_id != szl_id:
+                # a capture of another client's SZL reads: record which, never decode one SZL as another
+                finding.details.setdefault("szl_other", []).append(f"{szl.szl_id:#06x}/{szl.index:#06x}")
                 continue
             part = (
                 parse_module_identification(szl) if szl_id == 0x0011 else parse_component_identification(szl)

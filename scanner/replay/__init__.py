@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scanner.api import Probe
-from scanner.replay.identify import FlowResult, Identifier, format_address
+from scanner.api import MAX_RECONNECTS, Probe
+from scanner.replay.identify import FlowResult, Identifier, ServerStream, format_address
 from scanner.replay.layers import Undecodable, link_to_ip, parse_ip, parse_tcp, parse_udp
 from scanner.replay.reader import CaptureReader, ReadError
 from scanner.replay.reassembly import FlowLimits, FlowTable, FragmentCache, TCPFlow, UDPFlow
@@ -29,6 +29,8 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".dmp"
 MAX_ENDPOINTS = 100_000
 #: an endpoint identified at least this confidently needs no more flows examined
 DONE_CONFIDENCE = 8
+#: flows kept per file waiting for a later connection to the same endpoint (a dialogue's Reconnect)
+MAX_PENDING_RECONNECTS = 32
 
 
 @dataclass
@@ -99,9 +101,14 @@ class _FileReplay:
         self.endpoints: dict[tuple[bytes, int, str], _Endpoint] = {}
         self.table = FlowTable(self._flushed, limits, self._count_only)
         self.frags = FragmentCache(limits)
+        #: per TCP server endpoint: a flow whose dialogue asked to reconnect, its server side and
+        #: the server streams of the later connections collected for it so far
+        self.pending: dict[tuple[bytes, int], tuple[TCPFlow, int, list[ServerStream]]] = {}
 
     def _count_only(self, a: tuple[bytes, int], b: tuple[bytes, int], proto: int) -> bool:
         t = "tcp" if proto == 6 else "udp"
+        if proto == 6 and (a in self.pending or b in self.pending):
+            return False  # a later connection is what a pending Reconnect waits for
         for ep in (a, b):
             e = self.endpoints.get((ep[0], ep[1], t))
             if e is not None and e.done:
@@ -119,6 +126,8 @@ class _FileReplay:
         fr: FlowResult | None
         if isinstance(flow, TCPFlow):
             fr = self.identifier.identify_tcp(flow, self._known_side(flow, "tcp"))
+            if fr is not None and not flow.count_only:
+                self._reconnects(flow, fr)
         else:
             fr = self.identifier.identify_udp(flow, self._known_side(flow, "udp"))
         if fr is None:
@@ -136,8 +145,35 @@ class _FileReplay:
             ep.first = fr.first_ts
         if fr.last_ts is not None and (ep.last is None or fr.last_ts > ep.last):
             ep.last = fr.last_ts
-        if fr.result is not None and (ep.best is None or _rank(fr.result) > _rank(ep.best)):
-            ep.best = fr.result
+        if fr.result is not None:
+            self._offer(key, fr.result)
+
+    def _offer(self, key: tuple[bytes, int, str], result: ScanResult) -> None:
+        ep = self.endpoints.get(key)
+        if ep is not None and (ep.best is None or _rank(result) > _rank(ep.best)):
+            ep.best = result
+
+    def _reconnects(self, flow: TCPFlow, fr: FlowResult) -> None:
+        """Serve pending ``Reconnect`` steps with this flow; keep this flow if it asks for one.
+
+        A dialogue that reconnects (tsap: MMS refused, S7 on a fresh connection) was replayed over
+        its own flow first; when a later flow of the same server endpoint ends, the dialogue is
+        replayed again with that flow's server bytes as the new connection (up to
+        ``MAX_RECONNECTS`` later flows), and the better result is kept.
+        """
+        server = fr.server
+        side = 0 if flow.a == server else 1
+        pend = self.pending.get(server)
+        if pend is not None:
+            pflow, pside, streams = pend
+            streams.append(self.identifier.server_stream(flow, side))
+            again = self.identifier.identify_tcp(pflow, pside, streams)
+            if again is not None and again.result is not None:
+                self._offer((server[0], server[1], "tcp"), again.result)
+            if again is None or not again.reconnect_unserved or len(streams) >= MAX_RECONNECTS:
+                del self.pending[server]
+        elif fr.reconnect_unserved and len(self.pending) < MAX_PENDING_RECONNECTS:
+            self.pending[server] = (flow, side, [])
 
     def run(self) -> list[ScanResult]:
         reader = CaptureReader(self.path)

@@ -14,6 +14,9 @@ For each flushed flow this module decides which side is the server, then:
 * **STARTTLS**: the dialogue sees the text up to the first TLS ServerHello record; at its
   ``StartTLS`` step it gets the TLS facts read from the capture, and any later ``Recv`` is told the
   connection closed (the rest is encrypted);
+* **Reconnect**: a dialogue that asks for a fresh connection continues over the server bytes of the
+  next flow of the same endpoint when the caller has one (see ``replay_paths``), else the stream
+  ends cleanly (every later ``Recv`` is told the connection closed);
 * **UDP**: requests and responses are paired (DNS by id and question, CLDAP by message id, else in
   order) and the response datagrams are given to the UDP probes' dialogues, one per ``Recv``.
 """
@@ -30,11 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.api import (
+    MAX_RECONNECTS,
     Finding,
     MessageTooLarge,
     NotThisProtocol,
     Probe,
     ProbeContext,
+    Reconnect,
     Recv,
     RecvClosed,
     RecvTimeout,
@@ -56,7 +61,7 @@ from scanner.replay.tlsparse import (
 )
 from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo
 
-__all__ = ["DialogueOutcome", "FlowResult", "Identifier", "drive_dialogue", "format_address"]
+__all__ = ["DialogueOutcome", "FlowResult", "Identifier", "ServerStream", "drive_dialogue", "format_address"]
 
 #: ports of common services no probe covers: used to tell the server side of a flow whose start was
 #: not captured (ephemeral client ports are above 1023 almost always)
@@ -129,6 +134,21 @@ class DialogueOutcome:
     traceback: str | None = None
     #: the dialogue reached StartTLS
     starttls: bool = False
+    #: ``Reconnect`` steps taken
+    reconnects: int = 0
+    #: the dialogue asked to reconnect and the capture held no later connection to give it
+    reconnect_unserved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStream:
+    """The readable part of one connection's server bytes, with the TLS facts found after it."""
+
+    #: the server's bytes up to its TLS handshake (a STARTTLS upgrade), or all of them
+    text: bytes
+    #: what ``StartTLS`` gets (None: the capture holds no TLS handshake)
+    tls: TLSFacts | None = None
+    tls_error: str = "no TLS handshake in the capture"
 
 
 def _status(exc: BaseException) -> str:
@@ -151,22 +171,38 @@ def drive_dialogue(
     server: bytes | Sequence[bytes],
     tls: TLSFacts | None = None,
     tls_error: str = "no TLS handshake in the capture",
+    following: Sequence[ServerStream] = (),
 ) -> DialogueOutcome:
     """Drive ``probe.dialogue(ctx)`` over the server's recorded bytes (no I/O).
 
     TCP: ``server`` is the server's byte stream (up to any TLS upgrade); UDP: a list of datagrams,
-    one per ``Recv``. ``Send`` steps are ignored. ``StartTLS`` gets ``tls`` (or
+    one per ``Recv``. ``Send`` steps are ignored. A framer's :class:`NotThisProtocol` is thrown
+    into the dialogue, as the live engine does. ``StartTLS`` gets ``tls`` (or
     :class:`TLSFailed`); every ``Recv`` after it is told the connection closed, since the rest of
-    the capture is encrypted. A finding stored with ``ctx.found`` is kept when a step fails.
+    the capture is encrypted. ``Reconnect`` moves to the next stream of ``following`` (the later
+    connections of the same server endpoint in the capture); when there is none, the stream ends
+    cleanly: every later ``Recv`` is told the connection closed, and the outcome says so
+    (``reconnect_unserved``). A finding stored with ``ctx.found`` is kept when a step fails.
     Exceptions other than the API's become the status ``probe-bug``.
     """
     udp = ctx.transport == "udp"
     datagrams = list(server) if udp and not isinstance(server, bytes) else []
     stream = b"" if udp else (server if isinstance(server, bytes) else b"".join(server))
+    later = list(following)
+    implicit = ctx.tls if ctx.implicit_tls else None
     upgraded = False
+    ended: str | None = None
+    reconnects = 0
+    unserved = False
     gen = probe.dialogue(ctx)
     value: object = None
     throw: BaseException | None = None
+
+    def outcome(
+        finding: Finding | None, status: str, error: str | None = None, tb: str | None = None
+    ) -> DialogueOutcome:
+        return DialogueOutcome(finding, status, error, tb, upgraded, reconnects, unserved)
+
     try:
         for _ in range(MAX_STEPS):
             step = gen.throw(throw) if throw is not None else gen.send(value)
@@ -174,7 +210,9 @@ def drive_dialogue(
             if isinstance(step, Send):
                 continue
             if isinstance(step, Recv):
-                if upgraded:
+                if ended is not None:
+                    throw = RecvClosed(ended)
+                elif upgraded:
                     throw = RecvClosed("encrypted after STARTTLS: not readable from a capture")
                 elif udp:
                     if not datagrams:
@@ -184,11 +222,19 @@ def drive_dialogue(
                     if len(dgram) > step.max_size:
                         throw = MessageTooLarge("datagram larger than max_size", dgram[:256])
                         continue
-                    step.framer(dgram)  # NotThisProtocol propagates into the generator below
+                    try:
+                        step.framer(dgram)
+                    except NotThisProtocol as exc:
+                        throw = exc
+                        continue
                     value = dgram
                 else:
                     view = stream[: step.max_size]
-                    n = step.framer(view)
+                    try:
+                        n = step.framer(view)
+                    except NotThisProtocol as exc:
+                        throw = exc
+                        continue
                     if n is None:
                         if len(stream) >= step.max_size:
                             throw = MessageTooLarge("message exceeds max_size", stream[:256])
@@ -205,19 +251,33 @@ def drive_dialogue(
                     upgraded = True
                     ctx.tls = tls
                     value = tls
+            elif isinstance(step, Reconnect):
+                reconnects += 1
+                if reconnects > MAX_RECONNECTS:
+                    return outcome(ctx.partial, "probe-bug", f"more than {MAX_RECONNECTS} reconnects")
+                ctx.tls = implicit
+                upgraded = False
+                if udp:
+                    ended = "Reconnect is not available on UDP"
+                elif later:
+                    nxt = later.pop(0)
+                    stream, tls, tls_error = nxt.text, nxt.tls, nxt.tls_error
+                else:
+                    unserved = True
+                    ended = "the capture holds no later connection to this endpoint"
             else:
                 raise TypeError(f"dialogue yielded {step!r}, not a step")
         else:
-            return DialogueOutcome(ctx.partial, "protocol-error", f"more than {MAX_STEPS} steps", None, upgraded)
+            return outcome(ctx.partial, "protocol-error", f"more than {MAX_STEPS} steps")
     except StopIteration as stop:
         finding = stop.value if isinstance(stop.value, Finding) else None
-        return DialogueOutcome(finding, "success" if finding else "no-match", None, None, upgraded)
+        return outcome(finding, "success" if finding else "no-match")
     except NotThisProtocol as exc:
-        return DialogueOutcome(None, "no-match", str(exc), None, upgraded)
+        return outcome(None, "no-match", str(exc))
     except StepError as exc:
-        return DialogueOutcome(ctx.partial, _status(exc), str(exc), None, upgraded)
+        return outcome(ctx.partial, _status(exc), str(exc))
     except Exception as exc:
-        return DialogueOutcome(None, "probe-bug", f"{type(exc).__name__}: {exc}", traceback.format_exc(), upgraded)
+        return outcome(None, "probe-bug", f"{type(exc).__name__}: {exc}", traceback.format_exc())
     finally:
         gen.close()
 
@@ -234,6 +294,9 @@ class FlowResult:
     last_ts: float | None
     #: the server side is known to be open (SYN-ACK or bytes from it)
     open: bool = True
+    #: the chosen (or a tried) dialogue asked for a fresh connection the flow could not give:
+    #: a later flow of the same endpoint may serve it (see :meth:`Identifier.identify_tcp`)
+    reconnect_unserved: bool = False
 
 
 @dataclass
@@ -313,8 +376,18 @@ class Identifier:
         return 0, "guess"
 
     # ----------------------------------------------------------------- TCP
-    def identify_tcp(self, flow: TCPFlow, server_side: int | None = None) -> FlowResult | None:
-        """Identify the server endpoint of a TCP flow (None when it never showed it was open)."""
+    def server_stream(self, flow: TCPFlow, server_side: int) -> ServerStream:
+        """The readable server bytes of ``flow`` (up to a TLS upgrade), with the TLS facts after them."""
+        return split_server_bytes(flow.sides[server_side].assemble().data)
+
+    def identify_tcp(
+        self, flow: TCPFlow, server_side: int | None = None, following: Sequence[ServerStream] = ()
+    ) -> FlowResult | None:
+        """Identify the server endpoint of a TCP flow (None when it never showed it was open).
+
+        ``following``: the server streams of later connections to the same endpoint, for a
+        dialogue that asks to ``Reconnect``.
+        """
         asm = [flow.sides[0].assemble(), flow.sides[1].assemble()]
         if server_side is None:
             server_side, how = self.tcp_server_side(flow, (asm[0].data, asm[1].data))
@@ -337,9 +410,10 @@ class Identifier:
             replay["gaps"] = [list(g) for g in srv.gaps]
         if srv.truncated:
             replay["truncated"] = True
-        res = self._tcp_result(addr, port, srv.data, cli.data, replay)
+        res, unserved = self._tcp_result(addr, port, srv.data, cli.data, replay, following)
         res.details.setdefault("replay", replay)
         fr.result = res
+        fr.reconnect_unserved = unserved
         return fr
 
     def _ctx(self, addr: str, port: int, transport: Transport, implicit: TLSFacts | None = None) -> ProbeContext:
@@ -357,15 +431,18 @@ class Identifier:
             **extra,
         )
 
-    def _tcp_result(self, addr: str, port: int, srv: bytes, cli: bytes, replay: dict[str, Any]) -> ScanResult:
+    def _tcp_result(
+        self, addr: str, port: int, srv: bytes, cli: bytes, replay: dict[str, Any], following: Sequence[ServerStream]
+    ) -> tuple[ScanResult, bool]:
+        """The flow's result, and whether a dialogue's ``Reconnect`` went unserved."""
         base = ScanResult(target=addr, address=addr, port=port, transport="tcp", state="open")
         if not srv:
             base.reason = "the server sent no bytes in the capture"
-            return base
+            return base, False
         if looks_like_tls_record(srv, any_type=True) and (
             looks_like_tls_record(srv) or not cli or looks_like_tls_record(cli, any_type=True)
         ):
-            return self._implicit_tls(base, srv, port)
+            return self._implicit_tls(base, srv, port), False
         # STARTTLS: the text part ends where the server's TLS handshake starts
         tls_at = find_server_hello(srv) if b"\x16\x03" in srv[:65536] else -1
         text = srv[:tls_at] if tls_at > 0 else srv
@@ -373,6 +450,7 @@ class Identifier:
         facts = _facts(server_tls) if server_tls and server_tls.ok else None
         tls_error = (server_tls.note if server_tls else None) or "no TLS handshake in the capture"
         attempts: list[Attempt] = []
+        unserved = False
 
         ordered: list[Probe] = []
         greeting = text[:GREETING_BYTES]
@@ -392,7 +470,10 @@ class Identifier:
         best: tuple[Probe, DialogueOutcome] | None = None
         for p in ordered:
             t0 = time.perf_counter()
-            out = drive_dialogue(p, self._ctx(addr, port, "tcp"), text, facts, tls_error)
+            out = drive_dialogue(p, self._ctx(addr, port, "tcp"), text, facts, tls_error, following)
+            unserved = unserved or out.reconnect_unserved
+            if out.reconnects:
+                replay[f"{p.name}_reconnects"] = out.reconnects
             attempts.append(
                 Attempt(
                     probe=p.name,
@@ -412,7 +493,7 @@ class Identifier:
             base.reason = "no probe recognised the server's bytes"
             if server_tls is not None and server_tls.ok:
                 base.tls = _tls_info(server_tls, "starttls")
-            return base
+            return base, unserved
         probe, out = best
         _apply(base, probe, out.finding)  # type: ignore[arg-type]
         if server_tls is not None and server_tls.ok and (out.starttls or tls_at > 0):
@@ -423,7 +504,9 @@ class Identifier:
             base.reason = f"{probe.name} dialogue ended early ({out.status}: {out.error}); partial result"
         else:
             base.reason = f"{probe.name} dialogue confirmed the service from the captured bytes"
-        return base
+        if out.reconnects:
+            base.reason += f" ({out.reconnects} reconnect(s): later connections of the capture)"
+        return base, unserved
 
     def _implicit_tls(self, base: ScanResult, srv: bytes, port: int) -> ScanResult:
         st = parse_server_tls(srv)
@@ -497,6 +580,15 @@ class Identifier:
             base.reason = f"{best[0].name} dialogue over {len(responses)} response datagram(s) from the capture"
         fr.result = base
         return fr
+
+
+def split_server_bytes(srv: bytes) -> ServerStream:
+    """Cut a server stream where its STARTTLS handshake starts; read the TLS facts after it."""
+    tls_at = find_server_hello(srv) if b"\x16\x03" in srv[:65536] else -1
+    if tls_at <= 0:
+        return ServerStream(srv)
+    st = parse_server_tls(srv[tls_at:])
+    return ServerStream(srv[:tls_at], _facts(st) if st.ok else None, st.note or "no TLS handshake in the capture")
 
 
 def _dns_key(d: bytes) -> tuple[Any, ...] | None:

@@ -207,6 +207,9 @@ class UDPFlow:
     stored: int = 0
 
 
+#: four-tuples remembered after a flow was flushed at its close
+MAX_RECENTLY_CLOSED = 4096
+
 Flow = TCPFlow | UDPFlow
 FlowKey = tuple[int, bytes, int, bytes, int]
 
@@ -231,6 +234,11 @@ class FlowTable:
         self.total_bytes = 0
         #: flows flushed early because of the limits (not at their end or at the end of the file)
         self.evicted = 0
+        #: TCP flows flushed because they closed (FIN both ways, or RST)
+        self.closed_flushed = 0
+        #: four-tuples of TCP flows flushed at their close, so the last ACKs (and retransmitted
+        #: FIN/RST) that follow do not open a new, empty flow (bounded, oldest forgotten first)
+        self.recently_closed: OrderedDict[FlowKey, None] = OrderedDict()
 
     def _flush(self, key: FlowKey) -> None:
         flow = self.flows.pop(key)
@@ -258,6 +266,10 @@ class FlowTable:
         if flow is not None and (not isinstance(flow, TCPFlow) or (pure_syn and _restarted(flow, side))):
             self._flush(key)  # a new connection on the same four-tuple
             flow = None
+        if flow is None and key in self.recently_closed:
+            if not seg.payload and not flags & SYN:
+                return  # the tail of a connection already flushed at its close
+            del self.recently_closed[key]
         if flow is None:
             a, b = (s, d) if side == 0 else (d, s)
             flow = TCPFlow(a, b, ts)
@@ -286,6 +298,14 @@ class FlowTable:
             self.total_bytes += grown
         if flags & FIN:
             half.fin = True
+        if flow.closed:
+            # the connection is over: identify it now, not at the limits or the end of the file
+            self.closed_flushed += 1
+            self._flush(key)
+            self.recently_closed[key] = None
+            if len(self.recently_closed) > MAX_RECENTLY_CLOSED:
+                self.recently_closed.popitem(last=False)
+            return
         self._enforce()
 
     def add_udp(self, ts: float | None, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> None:

@@ -648,7 +648,9 @@ def test_pcap_google_nsid_ipv4_ipv6() -> None:
     assert {b"gpdns-mil", b"r3.mil1", b"r9.mil1"} <= nsids
     f = identify(replies, queries_had_edns=None)
     assert f.details["nsid"] == "gpdns-mil" and f.details["recursion_available"] is True
-    assert f.product is None  # Google Public DNS publishes no version string
+    # no version string, but Google Public DNS's documented NSID form "gpdns-<IATA code>" names it
+    assert f.product == "Google Public DNS" and f.version is None
+    assert f.details["product_from"] == "EDNS NSID naming convention"
 
 
 def test_pcap_vlan_tagged_google() -> None:

@@ -57,6 +57,22 @@ CASES = [
     ("http-apache-2.4.3-fedora-vlan0.pcap", "192.150.187.43", 80, "tcp", "http", "Apache httpd"),
     ("http-apache-2.4.3-fedora-nosyn.pcap", "192.150.187.43", 80, "tcp", "http", "Apache httpd"),
     ("https-tls13-cloudflare-ipv6.pcap", "2400:cb00:2048:1::6813:c266", 443, "tcp", "http", None),
+    # foreign clients (ctx.replay): their commands are not ours, the greeting still decides
+    ("smtp-multi-sendmail-communigate-yahoo-postfix465.pcap", "219.94.162.217", 25, "tcp", "smtp", "Sendmail"),
+    ("smtp-multi-sendmail-communigate-yahoo-postfix465.pcap", "104.131.33.237", 465, "tcp", "smtp", "Postfix"),
+    ("pop3-1and1-mailcom-mieueus-large.pcap", "74.208.5.11", 110, "tcp", "pop3", "1&1 / United Internet mail platform"),
+    # other clients' DCE/RPC conversations, midstream; the NTLMSSP CHALLENGE's build names Windows
+    ("msrpc-epm-win2016-map-svcctl-midstream.pcap", "172.16.66.36", 135, "tcp", "msrpc", None),
+    ("msrpc-epm-win2016-map-svcctl-midstream.pcap", "172.16.66.36", 49683, "tcp", "msrpc", "Microsoft Windows"),
+    ("msrpc-135-dcom-isystemactivator-kerberos.pcapng", "10.10.10.100", 135, "tcp", "msrpc", None),
+    ("multi-win10-epm-psexec-msdns-kerberos.pcap", "172.18.39.6", 135, "tcp", "msrpc", None),
+    ("multi-win10-epm-psexec-msdns-kerberos.pcap", "172.18.39.6", 49726, "tcp", "msrpc", None),
+    # CLDAP netlogon ping (AD "LDAP ping"): domain and DC named, the product is not
+    ("cldap-samba4-ad-dc-netlogon.pcap", "192.168.122.3", 389, "udp", "ldap", None),
+    ("dns-google-nsid-gpdns-ipv6-ipv4.pcapng", "8.8.4.4", 53, "udp", "dns", "Google Public DNS"),
+    ("dns-google-public-dns-vlan11.pcap", "8.8.8.8", 53, "udp", "dns", None),  # no NSID: nothing names it
+    # another client's S7 conversation, midstream from the COTP CR: S7comm, but no SZL that names a module
+    ("s7comm-siemens-s7-classic-szl.pcap", "192.168.1.40", 102, "tcp", "tsap", None),
 ]
 
 
@@ -105,3 +121,29 @@ def test_whole_corpus_reads_and_counts(probes: list[Probe]) -> None:
     assert [e.record for e in report.errors] == [19]  # only the deliberately damaged file
     assert report.unknown["ethertype 0x0806"] > 0  # ARP is counted, not fatal
     assert report.decoded > 0.9 * report.packets
+
+
+def test_foreign_conversation_details(probes: list[Probe]) -> None:
+    """What the replay learns from other clients' conversations, beyond the service."""
+    found = {(r.address, r.port): r for r in replay_paths([str(CORPUS / "msrpc-epm-win2016-map-svcctl-midstream.pcap")],
+                                                         probes).results}
+    epm = found[("172.16.66.36", 135)]
+    # the ept_map answer (NDR64) maps svcctl to the very port the second connection used
+    assert [(e["name"], e["endpoint"]) for e in epm.details["endpoints"]] == [("svcctl", "49683")]
+    svc = found[("172.16.66.36", 49683)]
+    assert svc.version == "10.0.14393" and svc.details["ntlm"]["netbios_computer"] == "01566S-WIN16-IR"
+    (cldap,) = replay_paths([str(CORPUS / "cldap-samba4-ad-dc-netlogon.pcap")], probes).results
+    nl = cldap.details["cldap_netlogon"]
+    assert nl["dns_domain"] == "s4.howto.abartlet.net" and nl["netbios_computer"] == "OBED"
+    assert "TIMESERV" not in nl["flag_names"] and {"PDC", "GC", "KDC"} <= set(nl["flag_names"])
+    (s7,) = replay_paths([str(CORPUS / "s7comm-siemens-s7-classic-szl.pcap")], probes).results
+    assert s7.details["upper_layer"] == "s7comm" and s7.details["s7_setup"]["pdu_size"] == 240
+    assert "module" not in s7.details  # 0x0132/0x0013/0x0131 answers are never read as 0x0011/0x001C
+
+
+def test_ftp_greeting_is_not_kept_as_smtp(probes: list[Probe]) -> None:
+    # "220 ... FTP server ready": SMTP's match() accepts a 220 line, but a replay keeps the greeting
+    # against later replies only when it names SMTP itself
+    report = replay_paths([str(CORPUS / "multi-apache-2.2.17-ubuntu-ftp-ssh-dns.pcap")], probes)
+    ftp = next(r for r in report.results if r.port == 21)
+    assert ftp.service is None and ftp.verdict == "unidentified"
