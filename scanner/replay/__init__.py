@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scanner.api import MAX_RECONNECTS, Probe
 from scanner.replay.identify import FlowResult, Identifier, ServerStream, format_address
-from scanner.replay.layers import Undecodable, link_to_ip, parse_ip, parse_tcp, parse_udp
+from scanner.replay.layers import Damaged, Undecodable, link_to_ip, parse_ip, parse_tcp, parse_udp
 from scanner.replay.reader import CaptureReader, ReadError
 from scanner.replay.reassembly import FlowLimits, FlowTable, FragmentCache, TCPFlow, UDPFlow
 from scanner.results import ReplaySource, ScanResult
@@ -206,6 +206,9 @@ class _FileReplay:
                     unknown[f"IP protocol {ip.proto}"] += 1
                     continue
                 report.decoded += 1
+            except Damaged as exc:
+                unknown[str(exc)] += 1
+                reader.note(rec.index, f"damaged packet: {exc}")
             except Undecodable as exc:
                 unknown[str(exc)] += 1
         table.flush_all()

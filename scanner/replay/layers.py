@@ -3,7 +3,8 @@
 Written by hand rather than with scapy's dissectors: a replay decodes millions of packets and
 needs only a handful of header fields, and scapy's full dissection costs about 100 times more per
 packet. Every function works on ``bytes`` and an offset, checks every length against the buffer
-and raises :class:`Undecodable` (with a short, countable reason) instead of any other exception.
+and raises :class:`Undecodable` (with a short, countable reason) instead of any other exception;
+its subclass :class:`Damaged` marks a packet shorter or other than its own headers claim.
 
 Byte layouts are described where they are decoded.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 __all__ = [
     "ETH_IPV4",
     "ETH_IPV6",
+    "Damaged",
     "IPPacket",
     "TCPSegment",
     "UDPDatagram",
@@ -56,16 +58,22 @@ class Undecodable(Exception):
     """The packet cannot be decoded further; ``str(exc)`` is a short reason used as a counter key."""
 
 
+class Damaged(Undecodable):
+    """An :class:`Undecodable` packet that contradicts its own headers (shorter than they claim,
+    a version nibble other than the link layer said): damage, worth reporting with the record
+    number, unlike a link type or protocol the replay simply does not decode."""
+
+
 def _ip_version_ethertype(data: bytes, off: int) -> int:
     """The ethertype of a bare IP packet (raw link types), from its version nibble."""
     if off >= len(data):
-        raise Undecodable("empty raw-IP frame")
+        raise Damaged("empty raw-IP frame")
     version = data[off] >> 4
     if version == 4:
         return ETH_IPV4
     if version == 6:
         return ETH_IPV6
-    raise Undecodable(f"raw-IP version {version}")
+    raise Damaged(f"raw-IP version {version}")
 
 
 def link_to_ip(linktype: int, data: bytes) -> tuple[int, int]:
@@ -78,14 +86,14 @@ def link_to_ip(linktype: int, data: bytes) -> tuple[int, int]:
     if linktype == LINKTYPE_ETHERNET:
         # dst(6) src(6) ethertype(2), then any number of 802.1Q/802.1ad tags: TCI(2) ethertype(2)
         if n < 14:
-            raise Undecodable("short ethernet frame")
+            raise Damaged("short ethernet frame")
         (etype,) = _U16.unpack_from(data, 12)
         off = 14
         tags = 0
         while etype in _VLAN_TAGS:
             tags += 1
             if tags > MAX_VLAN_TAGS or off + 4 > n:
-                raise Undecodable("bad VLAN tag stack")
+                raise Damaged("bad VLAN tag stack")
             (etype,) = _U16.unpack_from(data, off + 2)
             off += 4
         if etype < 0x0600:
@@ -94,13 +102,13 @@ def link_to_ip(linktype: int, data: bytes) -> tuple[int, int]:
     elif linktype == LINKTYPE_LINUX_SLL:
         # packet type(2) ARPHRD(2) addr len(2) addr(8) protocol(2)
         if n < 16:
-            raise Undecodable("short SLL header")
+            raise Damaged("short SLL header")
         (etype,) = _U16.unpack_from(data, 14)
         off = 16
     elif linktype == LINKTYPE_LINUX_SLL2:
         # protocol(2) reserved(2) ifindex(4) ARPHRD(2) packet type(1) addr len(1) addr(8)
         if n < 20:
-            raise Undecodable("short SLL2 header")
+            raise Damaged("short SLL2 header")
         (etype,) = _U16.unpack_from(data, 0)
         off = 20
     elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
@@ -108,7 +116,7 @@ def link_to_ip(linktype: int, data: bytes) -> tuple[int, int]:
         # between systems (AF_INET6 is 10, 24, 28 or 30), so only AF_INET=2 is checked and the
         # IP version nibble decides
         if n < 4:
-            raise Undecodable("short loopback header")
+            raise Damaged("short loopback header")
         off = 4
         etype = _ip_version_ethertype(data, off)
     elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14):
@@ -146,13 +154,13 @@ class IPPacket:
 def parse_ipv4(data: bytes, off: int = 0) -> IPPacket:
     """Decode an IPv4 header at ``off`` (RFC 791)."""
     if len(data) < off + 20:
-        raise Undecodable("short IPv4 header")
+        raise Damaged("short IPv4 header")
     vihl = data[off]
     if vihl >> 4 != 4:
-        raise Undecodable("IPv4 version mismatch")
+        raise Damaged("IPv4 version mismatch")
     ihl = (vihl & 0x0F) * 4
     if ihl < 20 or len(data) < off + ihl:
-        raise Undecodable("bad IPv4 header length")
+        raise Damaged("bad IPv4 header length")
     # version/ihl(1) tos(1) total length(2) id(2) flags+fragment offset(2) ttl(1) proto(1) sum(2)
     (total,) = _U16.unpack_from(data, off + 2)
     (ident,) = _U16.unpack_from(data, off + 4)
@@ -162,7 +170,7 @@ def parse_ipv4(data: bytes, off: int = 0) -> IPPacket:
     if total < ihl:
         # TSO/offloaded captures write 0 here; take what was captured
         if total != 0:
-            raise Undecodable("bad IPv4 total length")
+            raise Damaged("bad IPv4 total length")
         end = len(data)
     payload = data[off + ihl : min(end, len(data))]
     mf = bool(frag & 0x2000)
@@ -184,9 +192,9 @@ MAX_IPV6_EXT = 16
 def parse_ipv6(data: bytes, off: int = 0) -> IPPacket:
     """Decode an IPv6 header at ``off`` and walk its extension headers (RFC 8200)."""
     if len(data) < off + 40:
-        raise Undecodable("short IPv6 header")
+        raise Damaged("short IPv6 header")
     if data[off] >> 4 != 6:
-        raise Undecodable("IPv6 version mismatch")
+        raise Damaged("IPv6 version mismatch")
     # vtcfl(4) payload length(2) next header(1) hop limit(1) src(16) dst(16)
     (plen,) = _U16.unpack_from(data, off + 4)
     nxt = data[off + 6]
@@ -199,18 +207,18 @@ def parse_ipv6(data: bytes, off: int = 0) -> IPPacket:
     for _ in range(MAX_IPV6_EXT):
         if nxt in _IPV6_EXT:
             if pos + 2 > end:
-                raise Undecodable("short IPv6 extension header")
+                raise Damaged("short IPv6 extension header")
             nxt, hlen = data[pos], (data[pos + 1] + 1) * 8
             pos += hlen
         elif nxt == _IPV6_AH:
             if pos + 2 > end:
-                raise Undecodable("short IPv6 AH header")
+                raise Damaged("short IPv6 AH header")
             nxt, hlen = data[pos], (data[pos + 1] + 2) * 4
             pos += hlen
         elif nxt == _IPV6_FRAGMENT:
             # next(1) reserved(1) offset+flags(2) identification(4)
             if pos + 8 > end:
-                raise Undecodable("short IPv6 fragment header")
+                raise Damaged("short IPv6 fragment header")
             (offflags,) = _U16.unpack_from(data, pos + 2)
             (ident,) = _U32.unpack_from(data, pos + 4)
             nxt = data[pos]
@@ -223,9 +231,9 @@ def parse_ipv6(data: bytes, off: int = 0) -> IPPacket:
         else:
             break
     else:
-        raise Undecodable("too many IPv6 extension headers")
+        raise Damaged("too many IPv6 extension headers")
     if pos > end:
-        raise Undecodable("IPv6 extension headers past the end")
+        raise Damaged("IPv6 extension headers past the end")
     pkt = IPPacket(6, src, dst, nxt, data[pos:end])
     if frag is not None and (frag[1] or frag[2]):
         pkt.frag_id, pkt.frag_offset, pkt.more_fragments = frag
@@ -256,12 +264,12 @@ class TCPSegment:
 def parse_tcp(data: bytes) -> TCPSegment:
     """Decode a TCP header (RFC 9293) and return the segment."""
     if len(data) < 20:
-        raise Undecodable("short TCP header")
+        raise Damaged("short TCP header")
     # sport(2) dport(2) seq(4) ack(4) data offset(4 bits)+reserved(4 bits) flags(1) ...
     sport, dport, seq, ack, doff, flags = _TCP.unpack_from(data, 0)
     hlen = (doff >> 4) * 4
     if hlen < 20 or hlen > len(data):
-        raise Undecodable("bad TCP data offset")
+        raise Damaged("bad TCP data offset")
     return TCPSegment(sport, dport, seq, ack, flags, data[hlen:])
 
 
@@ -277,7 +285,7 @@ class UDPDatagram:
 def parse_udp(data: bytes) -> UDPDatagram:
     """Decode a UDP header (RFC 768); the length field bounds the payload when it is sane."""
     if len(data) < 8:
-        raise Undecodable("short UDP header")
+        raise Damaged("short UDP header")
     sport, dport, length = _UDP.unpack_from(data, 0)
     end = length if 8 <= length <= len(data) else len(data)
     return UDPDatagram(sport, dport, data[8:end])

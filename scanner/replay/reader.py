@@ -21,6 +21,16 @@ __all__ = ["MAX_RECORD", "CaptureReader", "ReadError", "Record"]
 MAX_RECORD = 262144
 #: a snap length above this is absurd (the header is damaged); records are then capped anyway
 MAX_SNAPLEN = 16 * 1024 * 1024
+#: non-fatal problems listed one by one per file (damaged packets, skipped blocks); the rest are
+#: counted in one closing line, so a capture of garbage cannot flood stderr
+MAX_NOTES = 20
+#: the pcapng block types of the specification (draft-ietf-opsawg-pcapng): scapy decodes some and
+#: skips the others; a type outside this set is reported once as "unknown" (then skipped, as the
+#: format requires)
+PCAPNG_BLOCK_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xBAD, 0x40000BAD, 0x80000001})
+#: first 4 bytes of the formats read here: classic pcap (both byte orders, us and ns), pcapng, gzip
+_PCAP_MAGICS = {"a1b2c3d4", "d4c3b2a1", "a1b23c4d", "4d3cb2a1", "a1b2cd34", "34cdb2a1"}
+_PCAP_HEADER = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +71,21 @@ class CaptureReader:
         #: records delivered so far
         self.count = 0
         self.format = "?"
+        #: non-fatal notes not listed because :data:`MAX_NOTES` was reached
+        self.unlisted = 0
+        self._notes = 0
 
     def _error(self, record: int, message: str, fatal: bool = True) -> None:
         self.errors.append(ReadError(self.path, record, message, fatal))
+
+    def note(self, record: int, message: str) -> None:
+        """A non-fatal problem with one record (a damaged packet): listed up to :data:`MAX_NOTES`
+        times per file, counted after that."""
+        if self._notes >= MAX_NOTES:
+            self.unlisted += 1
+            return
+        self._notes += 1
+        self._error(record, message, fatal=False)
 
     def __iter__(self) -> Iterator[Record]:
         from scapy.error import Scapy_Exception
@@ -80,7 +102,7 @@ class CaptureReader:
                 self._error(0, f"cannot open: {exc.strerror or exc}")
                 return
             except (Scapy_Exception, EOFError, ValueError) as exc:
-                self._error(0, f"not a pcap or pcapng file ({_first_bytes(self.path)}): {exc}")
+                self._error(0, _header_problem(self.path, size, exc))
                 return
             try:
                 if isinstance(reader, RawPcapNgReader):
@@ -91,6 +113,9 @@ class CaptureReader:
                     yield from self._iter_pcap(reader, size)
             finally:
                 reader.close()
+                if self.unlisted:
+                    self._error(self.count + 1, f"{self.unlisted} more damaged record(s) not listed", fatal=False)
+                    self.unlisted = 0
         finally:
             log.setLevel(old_level)
 
@@ -135,6 +160,9 @@ class CaptureReader:
             yield Record(index, meta.sec + meta.usec / frac, linktype, data, meta.wirelen)
 
     def _iter_pcapng(self, reader: Any, size: int) -> Iterator[Record]:
+        # scapy looks a block's type up with ``in``; this dict notes the types it does not know
+        seen = _BlockTypes(reader.blocktypes)
+        reader.blocktypes = seen
         # one block per call (not scapy's _read_packet loop) so the offset of a bad block is known
         for _ in range(1 << 62):
             start = reader.f.tell()
@@ -148,6 +176,12 @@ class CaptureReader:
                 self._error(self.count + 1, f"unreadable block at offset {start}: {exc}")
                 return
             if res is None:
+                if seen.unknown is not None:
+                    if seen.unknown not in seen.reported:
+                        seen.reported.add(seen.unknown)
+                        self.note(self.count + 1, f"pcapng block of unknown type {seen.unknown:#010x} at offset "
+                                                  f"{start} skipped (the records around it were read)")
+                    seen.unknown = None
                 continue
             data, meta = res
             index = self.count + 1
@@ -156,6 +190,31 @@ class CaptureReader:
                 ts = ((meta.tshigh << 32) | meta.tslow) / meta.tsresol
             self.count = index
             yield Record(index, ts, meta.linktype, data, meta.wirelen)
+
+
+class _BlockTypes(dict[int, Any]):
+    """scapy's table of pcapng block readers, noting a lookup of a type the format does not define."""
+
+    def __init__(self, table: dict[int, Any]) -> None:
+        super().__init__(table)
+        self.unknown: int | None = None
+        self.reported: set[int] = set()
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        if not found and isinstance(key, int) and key not in PCAPNG_BLOCK_TYPES:
+            self.unknown = key
+        return found
+
+
+def _header_problem(path: str, size: int, exc: Exception) -> str:
+    """What is wrong with a file whose header scapy refused: cut short, or not a capture at all."""
+    magic = _first_bytes(path)
+    if magic[6:] in _PCAP_MAGICS and size < _PCAP_HEADER:
+        return f"truncated file header: {size} of {_PCAP_HEADER} bytes of a pcap header present ({magic})"
+    if magic[6:] == "0a0d0d0a":
+        return f"damaged or truncated pcapng section header ({size} bytes in the file): {exc}"
+    return f"not a pcap or pcapng file ({magic}): {exc}"
 
 
 def _first_bytes(path: str) -> str:

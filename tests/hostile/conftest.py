@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hostile_kit import FakeServer, Handler, make_self_signed, tls_context_for
+from hostile_kit import FakeServer, FakeUDPServer, Handler, UDPHandler, make_self_signed, tls_context_for
 
 
 @pytest.fixture
@@ -22,6 +22,21 @@ def serve() -> Iterator[Callable[..., FakeServer]]:
             ctx = tls_context_for(cert, key)
             tmp.append(tls_dir)
         srv = FakeServer(handler, ctx).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def serve_udp() -> Iterator[Callable[..., FakeUDPServer]]:
+    """``serve_udp(handler)`` starts a UDP scenario server and returns it (stopped at teardown)."""
+    servers: list[FakeUDPServer] = []
+
+    def start(handler: UDPHandler) -> FakeUDPServer:
+        srv = FakeUDPServer(handler).start()
         servers.append(srv)
         return srv
 

@@ -218,6 +218,19 @@ async def tls_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     await asyncio.sleep(0.2)
 
 
+def tls_hello_hang(hello_seen: threading.Event) -> Handler:
+    """Accept, read the client's first bytes, set ``hello_seen`` when they are a TLS handshake
+    record (a ClientHello: ``16 03 0x``), and never answer: the client hangs in its handshake."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(65536)
+        if data[:1] == b"\x16" and data[1:2] == b"\x03":
+            hello_seen.set()
+        await silent(reader, writer)
+
+    return handler
+
+
 def tls_context_for(cert: Path, key: Path) -> ssl.SSLContext:
     """A server TLS context with the given PEM files."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -330,6 +343,140 @@ def tpkt_length(length: int) -> Handler:
         await silent(reader, writer)
 
     return handler
+
+
+# ---------------------------------------------------------------------------------- UDP
+#: datagrams a UDP server answers in all (later ones are read and dropped): bounds every flood
+MAX_UDP_QUERIES = 100
+#: replies sent for one query by the flooding scenarios
+FLOOD_REPLIES = 500
+#: the largest UDP payload over IPv4 (65535 - 20 - 8)
+UDP_MAX_PAYLOAD = 65507
+#: the replies one query gets: ``(server, query) -> [(datagram, from_socket or None)]``
+UDPHandler = Callable[["FakeUDPServer", bytes], list[tuple[bytes, "socket.socket | None"]]]
+
+
+class FakeUDPServer:
+    """A UDP server on 127.0.0.1:<ephemeral>; ``handler`` turns each query into reply datagrams.
+
+    A reply tagged with a socket is sent from that socket instead (another port, or 127.0.0.2):
+    the "reply from somewhere else" scenario. Runs in a daemon thread like :class:`FakeServer`.
+    """
+
+    def __init__(self, handler: UDPHandler) -> None:
+        self.handler = handler
+        self.port = 0
+        self.queries = 0
+        self.sent = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        #: other sources on loopback only: another port of 127.0.0.1, and 127.0.0.2
+        self.elsewhere: list[socket.socket] = []
+        for addr in (LOOPBACK, "127.0.0.2"):
+            alt = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            alt.bind((addr, 0))
+            self.elsewhere.append(alt)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        deadline = time.monotonic() + MAX_SECONDS * 4
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                data, peer = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.queries += 1
+            if self.queries > MAX_UDP_QUERIES:
+                continue
+            for reply, via in self.handler(self, data)[:FLOOD_REPLIES]:
+                with contextlib.suppress(OSError):  # a full socket buffer drops the rest, as on a wire
+                    (via or self.sock).sendto(reply, peer)
+                    self.sent += 1
+
+    def start(self) -> FakeUDPServer:
+        """Start serving; the port is bound already."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread and close every socket."""
+        self._stop.set()
+        self._thread.join(5)
+        for s in (self.sock, *self.elsewhere):
+            s.close()
+
+
+def _question_end(query: bytes) -> int:
+    """Offset just past the question of a DNS query (name labels, type, class); bounded."""
+    pos = 12
+    for _ in range(128):
+        if pos >= len(query) or query[pos] == 0:
+            break
+        pos += query[pos] + 1
+    return min(pos + 5, len(query))
+
+
+def dns_reply_to(query: bytes, qid: int | None = None, answer: bytes = b"") -> bytes:
+    """A well-formed DNS response to ``query`` (question copied, QR|AA, NOERROR), with ``qid``
+    instead of the query's id when given, and ``answer`` appended as the answer section."""
+    if len(query) < 12:
+        return b""
+    ident = query[:2] if qid is None else struct.pack("!H", qid & 0xFFFF)
+    ancount = 1 if answer else 0
+    return ident + struct.pack("!HHHHH", 0x8400, 1, ancount, 0, 0) + query[12:_question_end(query)] + answer
+
+
+#: an LDAP searchResDone (success) with message id 7: the answer to somebody else's CLDAP request
+CLDAP_OTHER_ID = bytes.fromhex("300c02010765070a010004000400")
+
+
+def is_ldap(query: bytes) -> bool:
+    """A CLDAP request starts with a BER SEQUENCE; a DNS query's first byte is an id byte."""
+    return query[:1] == b"\x30"
+
+
+def udp_silent(srv: FakeUDPServer, query: bytes) -> list[tuple[bytes, socket.socket | None]]:
+    """Read every datagram, answer none."""
+    return []
+
+
+def udp_garbage(srv: FakeUDPServer, query: bytes) -> list[tuple[bytes, socket.socket | None]]:
+    """Three datagrams of random bytes per query (one 1 byte long, one 11: shorter than a DNS header)."""
+    return [(os.urandom(n), None) for n in (1, 11, 300)]
+
+
+def udp_wrong_id_flood(srv: FakeUDPServer, query: bytes) -> list[tuple[bytes, socket.socket | None]]:
+    """:data:`FLOOD_REPLIES` well-formed replies per query, none with the query's id."""
+    if is_ldap(query):
+        return [(CLDAP_OTHER_ID, None)] * FLOOD_REPLIES
+    qid = struct.unpack("!H", query[:2])[0] if len(query) >= 2 else 0
+    return [(dns_reply_to(query, (qid + 1 + i) % 0x10000 or 1), None) for i in range(FLOOD_REPLIES)]
+
+
+def udp_oversize(srv: FakeUDPServer, query: bytes) -> list[tuple[bytes, socket.socket | None]]:
+    """One datagram of the largest UDP size: a reply header with the right id (DNS) or an LDAP
+    SEQUENCE (CLDAP), then junk to 65,507 bytes."""
+    if is_ldap(query):
+        body = b"\x02\x01\x01\x65\x84" + struct.pack("!I", UDP_MAX_PAYLOAD - 16)
+        head = b"\x30\x84" + struct.pack("!I", UDP_MAX_PAYLOAD - 6) + body
+    else:
+        head = dns_reply_to(query)
+    return [(head + b"\xee" * (UDP_MAX_PAYLOAD - len(head)), None)]
+
+
+def udp_reply_from_elsewhere(srv: FakeUDPServer, query: bytes) -> list[tuple[bytes, socket.socket | None]]:
+    """Correct answers (right id, right question), sent from another port of 127.0.0.1 and from
+    127.0.0.2: the scanner's connected socket must not take them."""
+    if is_ldap(query):
+        reply = bytes.fromhex("300c02010165070a010004000400")  # searchResDone, message id 1
+    else:
+        reply = dns_reply_to(query)
+    return [(reply, alt) for alt in srv.elsewhere]
 
 
 # ---------------------------------------------------------------------------------- helpers

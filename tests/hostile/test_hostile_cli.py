@@ -170,3 +170,59 @@ def test_more_targets_than_ulimit(serve: Callable[..., hk.FakeServer]) -> None:
     served = [r for r in records if r["address"] == "127.0.0.1"]
     assert served[0]["service"] == "pop3"
     assert sum(r["verdict"] == "closed" for r in records) >= 248
+
+
+def _tls_profile(path: Path, port: int) -> Path:
+    """A profile saying ``port`` carries IMAP inside implicit TLS (like 993), so the engine opens
+    the port with a TLS handshake first (engine: ``tls_first = entry.tls or ...``)."""
+    path.write_text(f'name = "hostile-tls"\ndescription = "implicit TLS on an ephemeral port"\n\n'
+                    f'[[port]]\nport = {port}\ntransport = "tcp"\nservice = "imap"\ntls = true\n'
+                    f'probe = "imap"\ndescription = "IMAPS, but the server never answers the ClientHello"\n')
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "table"])
+def test_sigint_during_tls_handshake(serve: Callable[..., hk.FakeServer], tmp_path: Path, fmt: str) -> None:
+    """Ctrl-C while the engine waits for a ServerHello that never comes: exit 130 at once, the
+    finished port's result printed, the summary names the port left unscanned."""
+    import threading
+
+    hello = threading.Event()
+    good, hang = serve(hk.pop3_good), serve(hk.tls_hello_hang(hello))
+    profile = _tls_profile(tmp_path / "tls.toml", hang.port)
+    out = tmp_path / f"scan.{fmt}"
+    args = ["127.0.0.1", "-p", f"T:{good.port},T:{hang.port}", "--profile", str(profile), "--probe", "pop3",
+            "--probe", "imap", "-o", fmt, *FAST]
+    with out.open("w") as fh:
+        proc = _start_cli(args, stdout=fh)
+        try:
+            # the handshake has started (ClientHello seen) and the neighbour is done (the table
+            # prints only at the end: there the neighbour gets a fixed second)
+            assert hello.wait(20), "no ClientHello reached the hanging TLS server"
+            if fmt == "jsonl":
+                _wait_for_records(out, 1)
+            else:
+                time.sleep(1.0)
+            assert proc.poll() is None, "the scan ended before the signal: the handshake did not hang"
+            t_sig = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    after = time.monotonic() - t_sig
+    # the engine's TLS handshake limit is 5 s: an exit well before it means the signal cut the
+    # handshake, not its timeout
+    assert after < 3.0, f"exit took {after:.1f} s after SIGINT"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert "interrupted:" in err and "1 of 2 ports scanned, 1 not scanned" in err, err
+    assert str(hang.port) in err, err  # the summary lists the port that was not scanned
+    text = out.read_text()
+    if fmt == "jsonl":
+        (rec,) = [json.loads(line) for line in text.splitlines()]
+        assert rec["port"] == good.port and rec["service"] == "pop3" and rec["product"] == "Dovecot"
+    else:
+        assert f"{good.port}/tcp" in text and "pop3" in text
+        assert f"{hang.port}/tcp" not in text
+        _no_raw_controls(text)
