@@ -9,6 +9,8 @@ Sends (all read-only, cheap, recursion-desired bit clear, EDNS0 with a 1232-byte
 2. ``. IN NS``;
 3. ``version.bind``, ``hostname.bind``, ``id.server``, ``version.server`` as CHAOS TXT;
 4. the PTR of the target address (reverse zone names often reveal the forward zone);
+   when no product is known by then: ``invalid. IN SOA`` (RFC 6761 special-use name: answered
+   locally or refused, never recursed; Unbound answers it from a built-in zone);
 5. SOA (then NS) of candidate zones: the AD domain another probe found (``ctx.host_facts``),
    the target's name and its parents, names seen in the replies (hostname.bind, NSID, PTR);
 6. when a zone is found: ``_ldap._tcp.dc._msdcs.<zone>`` SRV; when that names domain
@@ -18,7 +20,11 @@ Collects: rcode/flags/OPT of every reply, the CHAOS strings, NSID, recursion ava
 authoritative zones seen, the AD domain and its DCs, and the product: from version strings
 (BIND, dnsmasq, Unbound, PowerDNS, Knot, NSD, Microsoft DNS) or, where strings are hidden, from
 behaviour (Samba's internal DNS: CHAOS names NXDOMAIN, no OPT in its answers, FORMERR for the root;
-BIND: CHAOS answers carry a ``CH NS`` authority record for the CHAOS name).
+BIND: CHAOS answers carry a ``CH NS`` authority record for the CHAOS name; and with the version
+hidden, each seen live in the lab: Unbound: the SOA ``localhost. nobody.invalid.`` of its built-in
+local zones; PowerDNS Authoritative: version.bind SERVFAIL with AA; Knot DNS and NSD: REFUSED with
+EDE 20 "Not Authoritative" outside their zones, NSD adding EDE 18 "Prohibited" to refused CHAOS
+queries and Knot none).
 
 Replies whose id, question or opcode do not match the query are ignored (at most
 ``MAX_UNMATCHED`` per query), never trusted. On UDP a query is sent at most ``UDP_TRIES`` times.
@@ -58,6 +64,7 @@ from scanner.api import (
 )
 
 __all__ = [
+    "BUILTIN_ZONE_QUERY",
     "CHAOS_NAMES",
     "DNSProbe",
     "DNSReply",
@@ -76,6 +83,8 @@ __all__ = [
 
 #: EDNS0 UDP payload we advertise (the DNS flag day 2020 value)
 EDNS_PAYLOAD = 1232
+#: special-use name (RFC 6761) asked when the version is hidden: a local answer, never recursion
+BUILTIN_ZONE_QUERY = "invalid."
 #: the CHAOS TXT names servers use to tell their version / identity
 CHAOS_NAMES = ("version.bind", "hostname.bind", "id.server", "version.server")
 #: unmatched (wrong id/question) or malformed replies read per query before giving up on it
@@ -315,6 +324,8 @@ _VERSION_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^PowerDNS Recursor (\S+)", re.I), "PowerDNS Recursor"),
     (re.compile(r"^PowerDNS Authoritative Server (\S+)", re.I), "PowerDNS Authoritative Server"),
     (re.compile(r"^PowerDNS (\S+)", re.I), "PowerDNS"),
+    # PowerDNS with version-string=powerdns: names itself, no version
+    (re.compile(r"^Served by PowerDNS\b", re.I), "PowerDNS"),
     (re.compile(r"^Knot DNS (\S+)", re.I), "Knot DNS"),
     (re.compile(r"^Knot Resolver (\S+)", re.I), "Knot Resolver"),
     (re.compile(r"^NSD (\S+)", re.I), "NSD"),
@@ -378,6 +389,74 @@ def _srv_targets(reply: DNSReply | None) -> list[dict[str, Any]]:
     return out
 
 
+#: SOA rdata of Unbound's built-in local zones (RFC 6303 reverse zones such as 127.in-addr.arpa
+#: and 10.in-addr.arpa, RFC 6761 names such as invalid. and test.), seen live from Unbound 1.17:
+#: ``localhost. nobody.invalid. 1 3600 1200 604800 10800``
+_UNBOUND_BUILTIN_SOA = re.compile(r"^localhost\. nobody\.invalid\. ", re.I)
+#: EDNS extended error codes (RFC 8914) the hidden-version rules look at
+EDE_PROHIBITED = 18
+EDE_NOT_AUTHORITATIVE = 20
+
+
+def _hidden_version_product(
+    byq: dict[tuple[str, str, str], DNSReply], replies: Sequence[DNSReply]
+) -> tuple[str, int, list[str]] | None:
+    """Product, confidence and tells for servers whose version string is hidden, or None.
+
+    Each rule is what that server did in the lab with its version hidden (Unbound 1.17
+    ``hide-version``, PowerDNS Authoritative 4.7 ``version-string=anonymous``, Knot DNS 3.2
+    ``version: ""``, NSD 4.6 ``hide-version``); confidences stay below a self-naming string's.
+    """
+    chaos = [r for n in CHAOS_NAMES if (r := byq.get((n + ".", "TXT", "CH"))) is not None]
+    vb = byq.get(("version.bind.", "TXT", "CH"))
+    # PowerDNS Authoritative: version.bind SERVFAIL, authoritative; other CHAOS names answered
+    # (id.server) or REFUSED, all with AA
+    others = [r for r in chaos if r is not vb]
+    if (
+        vb is not None
+        and vb.rcode == "SERVFAIL"
+        and vb.aa
+        and others
+        and all(r.aa and r.rcode in ("REFUSED", "NOERROR") for r in others)
+    ):
+        return (
+            "PowerDNS Authoritative Server",
+            6,
+            ["version.bind CH TXT: SERVFAIL with AA, other CHAOS names REFUSED/answered with AA (PowerDNS)"],
+        )
+    # Unbound: its built-in local zones' SOA, in an authoritative reply
+    builtin = next(
+        (
+            rr
+            for r in replies
+            if r.aa
+            for rr in (*r.answer, *r.authority)
+            if rr.rdtype == "SOA" and _UNBOUND_BUILTIN_SOA.match(rr.text)
+        ),
+        None,
+    )
+    if builtin is not None:
+        tells = [f"built-in local zone SOA: {builtin.name} {builtin.text} (Unbound)"]
+        if chaos and all(r.rcode == "REFUSED" and "RA" in r.flags for r in chaos):
+            tells.append("CHAOS names REFUSED with RA set (Unbound hide-version/hide-identity)")
+        return "Unbound", 5 + (len(tells) > 1), tells
+    # Knot DNS / NSD: REFUSED + EDE 20 for names outside their zones; refused CHAOS names carry
+    # EDE 18 from NSD and no EDE from Knot
+    not_auth = [
+        r
+        for r in replies
+        if r.question is not None and r.question[2] == "IN" and r.rcode == "REFUSED" and EDE_NOT_AUTHORITATIVE in r.ede
+    ]
+    refused_chaos = [r for r in chaos if r.rcode == "REFUSED" and r.edns]
+    if not_auth and refused_chaos and len(refused_chaos) == len(chaos):
+        tell = "REFUSED with EDE 20 (Not Authoritative) outside its zones"
+        if all(EDE_PROHIBITED in r.ede for r in refused_chaos):
+            return "NSD", 5, [tell, "CHAOS names REFUSED with EDE 18 (Prohibited) (NSD hide-version)"]
+        if not any(r.ede for r in refused_chaos):
+            return "Knot DNS", 5, [tell, "CHAOS names REFUSED without EDE (Knot DNS, version hidden)"]
+    return None
+
+
 #: NSID values (RFC 5001) whose documented form names the operator's service
 _NSID_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"gpdns-[a-z]{3}"), "Google Public DNS"),
@@ -438,16 +517,20 @@ def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = Tru
 
     # --- zones: owners of SOA records in authoritative replies
     zones: list[str] = []
+    builtin_zones: list[str] = []  # Unbound's RFC 6303 / RFC 6761 local zones: not the operator's
     for r in replies:
         if not r.aa:
             continue
         for rr in (*r.answer, *r.authority):
             if rr.rdtype == "SOA" and rr.rdclass == "IN":
                 z = rr.name.rstrip(".") or "."
-                if z not in zones:
-                    zones.append(z)
+                into = builtin_zones if _UNBOUND_BUILTIN_SOA.match(rr.text) else zones
+                if z not in into:
+                    into.append(z)
     if zones:
         details["zones"] = zones
+    if builtin_zones:
+        details["builtin_local_zones"] = builtin_zones
 
     # --- AD: _ldap._tcp.dc._msdcs.<domain> SRV names the DCs
     ad_domain: str | None = None
@@ -484,10 +567,11 @@ def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = Tru
         for pattern, product in _VERSION_RULES:
             m = pattern.match(text.strip())
             if m:
-                f.product, f.version, f.confidence = product, m[1], 10
+                version = m[1] if pattern.groups else None
+                f.product, f.version, f.confidence = product, version, 10
                 f.add(f"{cname} CH TXT", text)
-                up = _upstream_version(m[1])
-                if up and up != m[1]:
+                up = _upstream_version(version) if version else None
+                if up and up != version:
                     details["upstream_version"] = up
                 if product == "Microsoft DNS":
                     build = re.search(r"\(([0-9A-Fa-f]+)\)", text)
@@ -530,6 +614,10 @@ def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = Tru
         elif bind_chaos_ns:
             f.product, f.confidence = "ISC BIND", 7
             f.add("behaviour", "CHAOS answers carry a CH NS authority record (BIND)")
+        elif hidden := _hidden_version_product(byq, replies):
+            f.product, f.confidence, tells = hidden
+            for tell in tells:
+                f.add("behaviour", tell)
         elif ad_domain and not strings:
             # No lab server: Windows DNS hides its version unless EnableVersionQuery is set, and
             # it is the usual DNS of an AD domain. Kept low: an inference, not a self-naming.
@@ -618,7 +706,7 @@ class DNSProbe(Probe):
     ports = (53,)
     server_first = False
     rarity = 3
-    summary = "DNS: version.bind/NSID/SOA/AD SRV; names BIND, Samba, dnsmasq, Unbound, PowerDNS, Knot, MS DNS"
+    summary = "DNS: version.bind/NSID/SOA/AD SRV; names BIND, Samba, dnsmasq, Unbound, PowerDNS, Knot, NSD, MS DNS"
 
     def _ask(
         self,
@@ -723,6 +811,9 @@ class DNSProbe(Probe):
         except (dns.exception.SyntaxError, ValueError):
             pass  # not an IP address: no reverse name
         yield from self._run(ctx, st, plan)
+        if st.stopped is None and identify(st.replies, queries_had_edns=True).product is None:
+            # hidden version strings: Unbound answers this special-use name from a built-in zone
+            yield from self._run_one(ctx, st, BUILTIN_ZONE_QUERY, "SOA")
 
         # zones: SOA of candidates until one is authoritative here, then its NS
         zone: str | None = None

@@ -217,6 +217,70 @@ DNSMASQ_UDP = [
 ]
 
 
+# ------------------------------------------------------------ servers with the version hidden
+# Replies to this probe's first seven queries (root SOA+NSID, root NS, version.bind, hostname.bind,
+# id.server, version.server CH TXT, PTR of the server's 127.0.0.x address), recorded with fixed ids
+# from real servers started by hand with their version hidden (configs as in tests/lab/extra.d, plus):
+#   Unbound 1.17.1 (127.0.0.6): hide-version: yes, hide-identity: yes
+#   PowerDNS Authoritative 4.7.3 (127.0.0.7): version-string=anonymous, server-id=disabled
+#   Knot DNS 3.2.6 (127.0.0.8): version "", identity "", nsid ""
+#   NSD 4.6.1 (127.0.0.8, not a lab server): hide-version: yes, hide-identity: yes
+
+UNBOUND_HIDDEN = [
+    bytes.fromhex("100084850001000000000001000006000100002904d0000000000000"),
+    bytes.fromhex("100184850001000000000001000002000100002904d0000000000000"),
+    bytes.fromhex("1002808500010000000000010776657273696f6e0462696e64000010000300002904d0000000000000"),
+    bytes.fromhex("10038085000100000000000108686f73746e616d650462696e64000010000300002904d0000000000000"),
+    bytes.fromhex("10048085000100000000000102696406736572766572000010000300002904d0000000000000"),
+    bytes.fromhex("1005808500010000000000010776657273696f6e06736572766572000010000300002904d0000000000000"),
+    bytes.fromhex(
+        "1006848300010000000100010136013001300331323707696e2d61646472046172706100000c0001c012000600010000"
+        "2a30002f096c6f63616c686f737400066e6f626f647907696e76616c6964000000000100000e10000004b000093a8000"
+        "002a3000002904d0000000000000"
+    ),
+]
+PDNS_HIDDEN = [
+    bytes.fromhex("100080050001000000000001000006000100002904d0000000000000"),
+    bytes.fromhex("100180050001000000000001000002000100002904d0000000000000"),
+    bytes.fromhex("1002840200010000000000010776657273696f6e0462696e64000010000300002904d0000000000000"),
+    bytes.fromhex("10038405000100000000000108686f73746e616d650462696e64000010000300002904d0000000000000"),
+    bytes.fromhex("10048405000100000000000102696406736572766572000010000300002904d0000000000000"),
+    bytes.fromhex("1005840500010000000000010776657273696f6e06736572766572000010000300002904d0000000000000"),
+    bytes.fromhex(
+        "1006800500010000000000010137013001300331323707696e2d61646472046172706100000c000100002904d0000000000000"
+    ),
+]
+KNOT_HIDDEN = [
+    bytes.fromhex("100080050001000000000001000006000100002904d0000000000006000f00020014"),
+    bytes.fromhex("100180050001000000000001000002000100002904d0000000000006000f00020014"),
+    bytes.fromhex("1002800500010000000000010776657273696f6e0462696e64000010000300002904d0000000000000"),
+    bytes.fromhex("10038005000100000000000108686f73746e616d650462696e64000010000300002904d0000000000000"),
+    bytes.fromhex("10048005000100000000000102696406736572766572000010000300002904d0000000000000"),
+    bytes.fromhex("1005800500010000000000010776657273696f6e06736572766572000010000300002904d0000000000000"),
+    bytes.fromhex(
+        "1006800500010000000000010138013001300331323707696e2d61646472046172706100000c000100002904d0000000"
+        "000006000f00020014"
+    ),
+]
+NSD_HIDDEN = [
+    bytes.fromhex("100080050001000000000001000006000100002904d0000000000006000f00020014"),
+    bytes.fromhex("100180050001000000000001000002000100002904d0000000000006000f00020014"),
+    bytes.fromhex("1002800500010000000000010776657273696f6e0462696e64000010000300002904d0000000000006000f00020012"),
+    bytes.fromhex("10038005000100000000000108686f73746e616d650462696e64000010000300002904d0000000000006000f00020012"),
+    bytes.fromhex("10048005000100000000000102696406736572766572000010000300002904d0000000000006000f00020012"),
+    bytes.fromhex("1005800500010000000000010776657273696f6e06736572766572000010000300002904d0000000000006000f00020012"),
+    bytes.fromhex(
+        "1006800500010000000000010138013001300331323707696e2d61646472046172706100000c000100002904d0000000"
+        "000006000f00020014"
+    ),
+]
+# Unbound 1.17.1 (127.0.0.6, the lab config): invalid. IN SOA, answered from its built-in zone
+UNBOUND_INVALID_SOA = bytes.fromhex(
+    "20008480000100010000000107696e76616c69640000060001c00c0006000100002a300028096c6f63616c686f7374"
+    "00066e6f626f6479c00c0000000100000e10000004b000093a8000002a3000002904d0000000000000"
+)
+
+
 # ------------------------------------------------------------------------------- helpers
 
 
@@ -402,6 +466,103 @@ def test_identify_hidden_bind_by_chaos_ns_authority() -> None:
     assert f.product == "ISC BIND" and f.version is None and f.confidence == 7
 
 
+@pytest.mark.parametrize(
+    "table, product, confidence",
+    [
+        ("UNBOUND_HIDDEN", "Unbound", 6),
+        ("PDNS_HIDDEN", "PowerDNS Authoritative Server", 6),
+        ("KNOT_HIDDEN", "Knot DNS", 5),
+        ("NSD_HIDDEN", "NSD", 5),
+    ],
+)
+def test_identify_hidden_versions_by_behaviour(table: str, product: str, confidence: int) -> None:
+    replies = [parse_dns_reply(m) for m in globals()[table]]
+    f = identify(replies)
+    assert (f.product, f.version, f.confidence) == (product, None, confidence)
+    assert f.evidence and all(e.source == "behaviour" for e in f.evidence)
+    assert "version_string" not in f.details
+    assert "zones" not in f.details  # a built-in zone (Unbound's 127.in-addr.arpa) is not the operator's
+    # the same replies through the passive (capture) path
+    assert identify(replies, queries_had_edns=None).product == product
+
+
+@pytest.mark.parametrize(
+    "table, decisive",
+    [
+        ("UNBOUND_HIDDEN", ("6.0.0.127.in-addr.arpa.", "PTR", "IN")),  # its built-in zone's SOA
+        ("PDNS_HIDDEN", ("version.bind.", "TXT", "CH")),  # SERVFAIL with AA
+        ("KNOT_HIDDEN", (".", "SOA", "IN")),  # REFUSED + EDE 20 (and root NS below)
+        ("NSD_HIDDEN", (".", "SOA", "IN")),
+    ],
+)
+def test_hidden_version_rules_need_their_decisive_reply(table: str, decisive: tuple[str, str, str]) -> None:
+    replies = [parse_dns_reply(m) for m in globals()[table]]
+    kept = [r for r in replies if r.question != decisive and r.question != (".", "NS", "IN")]
+    if table in ("KNOT_HIDDEN", "NSD_HIDDEN"):
+        kept = [r for r in kept if 20 not in r.ede]
+    assert identify(kept).product is None
+
+
+def test_hidden_rules_do_not_claim_the_lab_servers_that_name_themselves() -> None:
+    # controls: the rules run only without a product; BIND/dnsmasq/Samba keep their verdicts
+    for table, product in (("BIND_UDP", "ISC BIND"), ("DNSMASQ_UDP", "dnsmasq"), ("SAMBA_UDP", "Samba internal DNS")):
+        f = identify([parse_dns_reply(m) for m in globals()[table]])
+        assert f.product == product
+    # Knot's tells with NSD's CHAOS EDE 18 become NSD, not Knot
+    knot_ip = [parse_dns_reply(m) for m in KNOT_HIDDEN if parse_dns_reply(m).question[2] == "IN"]  # type: ignore[index]
+    nsd_ch = [parse_dns_reply(m) for m in NSD_HIDDEN if parse_dns_reply(m).question[2] == "CH"]  # type: ignore[index]
+    assert identify([*knot_ip, *nsd_ch]).product == "NSD"
+
+
+def test_powerdns_served_by_string_names_product_without_version() -> None:
+    text = "Served by PowerDNS - https://www.powerdns.com/"
+    f = identify([parse_dns_reply(_response("version.bind", "TXT", "CH", txt=text))])
+    assert (f.product, f.version, f.confidence) == ("PowerDNS", None, 10)
+    assert "upstream_version" not in f.details
+
+
+def test_transcript_hidden_unbound_asks_the_special_use_name() -> None:
+    # a target outside Unbound's built-in reverse zones: its PTR is REFUSED, so nothing names the
+    # product after the CHAOS queries; the probe then asks invalid. SOA, answered from a built-in zone
+    recorded = {parse_dns_reply(m).question: m for m in UNBOUND_HIDDEN[:6]}
+    recorded[("invalid.", "SOA", "IN")] = UNBOUND_INVALID_SOA
+
+    def answer(q: dns.message.Message) -> bytes:
+        key = (
+            q.question[0].name.to_text().lower(),
+            dns.rdatatype.to_text(q.question[0].rdtype),
+            dns.rdataclass.to_text(q.question[0].rdclass),
+        )
+        if key in recorded:
+            return _with_id(recorded[key], q.id)
+        resp = dns.message.make_response(q)  # Unbound's local-zone "." refuse: REFUSED, AA, RA
+        resp.set_rcode(dns.rcode.REFUSED)
+        resp.flags |= dns.flags.AA | dns.flags.RA
+        return resp.to_wire()
+
+    asked: list[str] = []
+
+    def logging_answer(q: dns.message.Message) -> bytes:
+        asked.append(q.question[0].to_text())
+        return answer(q)
+
+    for transport in ("udp", "tcp"):
+        asked.clear()
+        ctx = ProbeContext(address="198.18.0.1", port=53, transport=transport, rng=random.Random(7))
+        f = _serve(ctx, logging_answer)
+        assert (f.product, f.version, f.confidence) == ("Unbound", None, 6)
+        assert "invalid. IN SOA" in asked
+        assert f.details["builtin_local_zones"] == ["invalid"]
+        assert "zones" not in f.details and "dns_zones" not in f.host_facts
+
+
+def test_named_servers_are_not_asked_the_special_use_name() -> None:
+    for stream, address in (("BIND_UDP", "127.0.0.2"), ("DNSMASQ_UDP", "127.0.0.3")):
+        run = run_dialogue(DNSProbe(), globals()[stream], port=53, transport="udp", address=address)
+        assert run.ok, run.error
+        assert all(dns.message.from_wire(s).question[0].name.to_text() != "invalid." for s in run.sent)
+
+
 # ------------------------------------------------------------------------------ transcripts
 
 
@@ -568,7 +729,7 @@ def test_tcp_close_mid_dialogue_keeps_what_was_learned() -> None:
 
 # ------------------------------------------------------------------------------------ fuzz
 
-ALL_LAB = [*SAMBA_UDP, *BIND_UDP, *DNSMASQ_UDP]
+ALL_LAB = [*SAMBA_UDP, *BIND_UDP, *DNSMASQ_UDP, *UNBOUND_HIDDEN, *PDNS_HIDDEN, *KNOT_HIDDEN, *NSD_HIDDEN]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
