@@ -6,14 +6,21 @@ Sends: a DCE/RPC connection-oriented ``bind`` to the endpoint mapper interface (
 ``e1af8308-5d1f-11c9-91a4-08002b14a0fa`` v3.0, NDR 2.0 transfer syntax), then ``ept_lookup``
 (opnum 2) with ``inquiry_type = RPC_C_EP_ALL_ELTS``, repeated with the returned entry handle until
 the list ends (null handle, ``ept_s_not_registered`` or no entries), at most
-:data:`MAX_LOOKUPS` calls. Anonymous and read-only: no authentication, nothing is written.
+:data:`MAX_LOOKUPS` calls. Then, on a fresh connection (``Reconnect``), a second ``bind`` to EPM
+whose auth verifier carries an NTLMSSP NEGOTIATE (``auth_type`` 10 = RPC_C_AUTHN_WINNT,
+``auth_level`` 2 = connect): the ``bind_ack``'s verifier holds the server's CHALLENGE. The
+dialogue stops there: no AUTH3, so no credentials (not even anonymous ones) are ever sent.
+Read-only: nothing is written.
 
 Collects: the ``bind_ack`` facts (max fragment sizes, secondary address), or the ``bind_nak``
 reason; every registered endpoint (interface UUID and version, its well-known name, the
 annotation, the protocol sequence and the port, pipe or LRPC name); the roles these imply
 (domain controller, Exchange server, DNS server, ...) and the implementation where the behaviour
 or the registered interfaces tell (Samba vs Windows). A ``bind_nak``, a ``fault`` or an empty
-list still confirm MS-RPC, and the finding records which.
+list still confirm MS-RPC, and the finding records which. From the NTLM bind: the NetBIOS and DNS
+names of the host, its domain and forest, the server clock and the NTLM VERSION (a Windows build
+names the release; Samba always sends 6.1 build 0), in ``details["ntlm"]`` (``ntlm_error`` says
+why there is none) and as ``ntlm_*`` host facts, the keys the http probe uses.
 
 In a replay (``ctx.replay``) of another client's conversation (other call ids, other interfaces,
 often from mid-connection) the server's PDUs are read as they come: bind_ack facts, an NTLMSSP
@@ -34,7 +41,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probes._replay import keep_greeting_in_replay
-from scanner.api import Dialogue, Finding, NotThisProtocol, Probe, ProbeContext, Recv, Send, StepError
+from scanner.api import (
+    Dialogue,
+    Finding,
+    NotThisProtocol,
+    Probe,
+    ProbeContext,
+    Reconnect,
+    Recv,
+    Send,
+    StepError,
+)
+from scanner.ntlm import NTLMChallenge, NTLMError, build_negotiate, find_ntlmssp, parse_challenge
 
 __all__ = [
     "EPM_UUID",
@@ -48,8 +66,10 @@ __all__ = [
     "LookupReply",
     "MSRPCProbe",
     "PduHeader",
+    "AuthVerifier",
     "build_bind",
     "build_ept_lookup",
+    "build_ntlm_bind",
     "frame_dcerpc_pdu",
     "frame_dcerpc_reply",
     "infer_product",
@@ -57,6 +77,8 @@ __all__ = [
     "interface_name",
     "parse_bind_reply",
     "parse_ept_lookup_reply",
+    "parse_auth_verifier",
+    "parse_bind_challenge",
     "parse_ept_map_reply",
     "parse_fault",
     "parse_pdu_header",
@@ -87,6 +109,7 @@ PTYPE_FAULT = 3
 PTYPE_BIND = 11
 PTYPE_BIND_ACK = 12
 PTYPE_BIND_NAK = 13
+PTYPE_ALTER_CONTEXT_RESP = 15
 PTYPE_NAMES = {
     0: "request", 1: "ping", 2: "response", 3: "fault", 4: "working", 5: "nocall", 6: "reject",
     7: "ack", 8: "cl_cancel", 9: "fack", 10: "cancel_ack", 11: "bind", 12: "bind_ack",
@@ -95,6 +118,12 @@ PTYPE_NAMES = {
 }
 PFC_FIRST_FRAG = 0x01
 PFC_LAST_FRAG = 0x02
+#: sec_trailer auth_type RPC_C_AUTHN_WINNT (NTLMSSP) and auth_level RPC_C_AUTHN_LEVEL_CONNECT
+#: ([MS-RPCE] 2.2.1.1.7, 2.2.1.1.8): "connect" asks for no signing or sealing of later PDUs
+RPC_C_AUTHN_WINNT = 10
+RPC_C_AUTHN_LEVEL_CONNECT = 2
+#: call id of the NTLM bind (the first call on its own, fresh connection)
+NTLM_BIND_CALL_ID = 1
 
 #: Well-known RPC interfaces: UUID -> short name. From the Microsoft open specifications
 #: ([MS-DRSR], [MS-NRPC], [MS-LSAD], [MS-SAMR], [MS-DNSP], [MS-OXNSPI], [MS-OXABREF], [MS-OXCRPC],
@@ -298,25 +327,50 @@ def reassemble_stub(message: bytes) -> bytes:
 # ---------------------------------------------------------------- build
 
 
-def build_bind(call_id: int = 1, max_frag: int = 4280) -> bytes:
-    """A ``bind`` PDU for the EPM interface v3.0 with the NDR 2.0 transfer syntax."""
+def build_bind(call_id: int = 1, max_frag: int = 4280, auth_token: bytes | None = None) -> bytes:
+    """A ``bind`` PDU for the EPM interface v3.0 with the NDR 2.0 transfer syntax.
+
+    With ``auth_token`` the PDU ends with an auth verifier (C706 13.2.6.1 ``sec_trailer``:
+    ``auth_type`` RPC_C_AUTHN_WINNT, ``auth_level`` connect, ``auth_context_id`` 0, then the
+    token); scapy's ``CommonAuthVerifier`` lays it out and computes ``auth_len`` and the padding.
+    """
     from scapy.layers.dcerpc import (
+        CommonAuthVerifier,
         DceRpc5,
         DceRpc5AbstractSyntax,
         DceRpc5Bind,
         DceRpc5Context,
         DceRpc5TransferSyntax,
     )
+    from scapy.packet import Raw
 
     ctx = DceRpc5Context(
         cont_id=0,
         abstract_syntax=DceRpc5AbstractSyntax(if_uuid=EPM_UUID, if_version=3),
         transfer_syntaxes=[DceRpc5TransferSyntax(if_uuid=NDR_UUID, if_version=2)],
     )
-    pdu = DceRpc5(ptype=PTYPE_BIND, pfc_flags=0x03, endian="little", call_id=call_id) / DceRpc5Bind(
+    header: dict[str, Any] = {"ptype": PTYPE_BIND, "pfc_flags": 0x03, "endian": "little", "call_id": call_id}
+    if auth_token is not None:
+        header["auth_verifier"] = CommonAuthVerifier(
+            auth_type=RPC_C_AUTHN_WINNT,
+            auth_level=RPC_C_AUTHN_LEVEL_CONNECT,
+            auth_context_id=0,
+            auth_value=Raw(auth_token),
+        )
+    pdu = DceRpc5(**header) / DceRpc5Bind(
         max_xmit_frag=max_frag, max_recv_frag=max_frag, assoc_group_id=0, context_elem=[ctx]
     )
     return bytes(pdu)
+
+
+def build_ntlm_bind(call_id: int = NTLM_BIND_CALL_ID, max_frag: int = 4280) -> bytes:
+    """A ``bind`` to EPM v3.0 carrying an NTLMSSP NEGOTIATE (:func:`scanner.ntlm.build_negotiate`:
+    no domain, no workstation, a zeroed VERSION) in its auth verifier, ``auth_level`` connect.
+
+    The server answers with a ``bind_ack`` whose verifier holds the NTLMSSP CHALLENGE. The
+    handshake's third leg (an ``auth3`` PDU with the AUTHENTICATE message) is never sent.
+    """
+    return build_bind(call_id, max_frag, auth_token=build_negotiate())
 
 
 def build_ept_lookup(call_id: int, entry_handle: bytes = b"\x00" * 20, max_ents: int = MAX_ENTS) -> bytes:
@@ -401,6 +455,58 @@ def parse_bind_reply(message: bytes) -> BindReply:
         raise
     except Exception as exc:  # scapy raises many kinds on hostile bytes
         raise NotThisProtocol(f"malformed {hdr.ptype_name}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthVerifier:
+    """The auth verifier at the end of a PDU: the 8-byte ``sec_trailer`` and the token after it."""
+
+    #: 10 NTLMSSP (RPC_C_AUTHN_WINNT), 9 SPNEGO, 16 Kerberos, 68 Netlogon, ...
+    auth_type: int
+    #: 1 none .. 6 packet privacy
+    auth_level: int
+    auth_pad_length: int
+    auth_context_id: int
+    #: the security token (``auth_len`` bytes)
+    token: bytes
+
+
+def parse_auth_verifier(message: bytes) -> AuthVerifier | None:
+    """The auth verifier of the first PDU in ``message``, or None when ``auth_len`` is 0.
+
+    Layout ([MS-RPCE] 2.2.2.11): the last ``auth_len + 8`` bytes of the fragment are
+    ``auth_type`` (1), ``auth_level`` (1), ``auth_pad_length`` (1), reserved (1),
+    ``auth_context_id`` (4, in the PDU's byte order), then the token. A few ``struct`` reads,
+    bounded by :func:`parse_pdu_header` (``auth_len + 8`` fits in the body); the token is left for
+    the bounds-checked NTLM parser rather than scapy's NTLM dissector, which trusts the offsets.
+    """
+    hdr = parse_pdu_header(message)
+    if len(message) < hdr.frag_len:
+        raise NotThisProtocol("truncated DCE/RPC PDU")
+    if not hdr.auth_len:
+        return None
+    at = hdr.frag_len - hdr.auth_len - 8
+    auth_type, level, pad, _reserved, context_id = struct.unpack_from(
+        "<BBBBI" if hdr.little_endian else ">BBBBI", message, at
+    )
+    return AuthVerifier(auth_type, level, pad, context_id, bytes(message[at + 8 : hdr.frag_len]))
+
+
+def parse_bind_challenge(message: bytes) -> tuple[AuthVerifier, NTLMChallenge]:
+    """The NTLMSSP CHALLENGE in a ``bind_ack`` or ``alter_context_resp``'s auth verifier.
+
+    The token is a raw NTLMSSP message (auth_type 10) or one wrapped in SPNEGO (auth_type 9):
+    :func:`scanner.ntlm.find_ntlmssp` finds either. Raises :class:`NotThisProtocol` for another
+    PDU type and :class:`scanner.ntlm.NTLMError` (a subclass) when there is no verifier or the
+    CHALLENGE is malformed (offsets past the end, bad UTF-16, ...).
+    """
+    hdr = parse_pdu_header(message)
+    if hdr.ptype not in (PTYPE_BIND_ACK, PTYPE_ALTER_CONTEXT_RESP):
+        raise NotThisProtocol(f"expected bind_ack/alter_context_resp, got {hdr.ptype_name}")
+    verifier = parse_auth_verifier(message)
+    if verifier is None:
+        raise NTLMError(f"{hdr.ptype_name} without an auth verifier")
+    return verifier, parse_challenge(find_ntlmssp(verifier.token))
 
 
 def parse_fault(message: bytes) -> int:
@@ -605,14 +711,18 @@ def infer_product(endpoints: list[Endpoint], behaviour: str | None) -> tuple[str
 
 
 class MSRPCProbe(Probe):
-    """MS-RPC endpoint mapper: bind to EPM v3, list every endpoint with ``ept_lookup``."""
+    """MS-RPC endpoint mapper: bind to EPM v3, list every endpoint with ``ept_lookup``, then read
+    the NTLMSSP CHALLENGE of an authenticated bind (no AUTH3, no credentials)."""
 
     name = "msrpc"
     services = ("msrpc",)
     ports = (135,)
     server_first = False
     rarity = 4
-    summary = "DCE/RPC endpoint mapper: bind + ept_lookup, endpoints by name, roles, Samba vs Windows"
+    summary = (
+        "DCE/RPC endpoint mapper: bind + ept_lookup, endpoints by name, roles, Samba vs Windows; "
+        "NTLM bind (no credentials): host/domain names, OS version"
+    )
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """Bind, then page through ``ept_lookup`` (bounded); see the module docstring."""
@@ -650,7 +760,60 @@ class MSRPCProbe(Probe):
         ctx.found(finding)
         # in a replay the captured client may have asked anything after its bind: what does not
         # fit ept_lookup leaves the bind's finding standing
-        return (yield from keep_greeting_in_replay(ctx, finding, self._lookups(ctx, finding), True))
+        finding = yield from keep_greeting_in_replay(ctx, finding, self._lookups(ctx, finding), True)
+        if ctx.replay and hdr.auth_len:
+            # another client's authenticated bind (with call id 1 too): its verifier may already
+            # hold the CHALLENGE
+            _ntlm_from_verifier(finding, reply, hdr)
+        if "ntlm" not in finding.details:
+            yield from self._ntlm_bind(ctx, finding)
+        return finding
+
+    def _ntlm_bind(self, ctx: ProbeContext, finding: Finding) -> Dialogue:
+        """On a fresh connection, bind with an NTLMSSP NEGOTIATE and record the CHALLENGE.
+
+        Optional: whatever goes wrong (no reconnect, timeout, close, ``bind_nak``, a verifier
+        that is absent or malformed) is noted in ``details["ntlm_error"]`` and the endpoint
+        listing stands. In a replay the next connection of the capture serves the
+        ``Reconnect``: when it was not ours, its first PDU is another client's (any call id), and
+        only a CHALLENGE found there is recorded, never an error.
+        """
+        try:
+            yield Reconnect()
+            yield Send(build_ntlm_bind())
+            reply = yield Recv(frame_dcerpc_pdu)
+            hdr = parse_pdu_header(reply)
+        except (StepError, NotThisProtocol) as exc:
+            if not ctx.replay:
+                finding.details["ntlm_error"] = f"NTLM bind: {type(exc).__name__}: {exc}"[:200]
+            return finding
+        problem: str | None = None
+        if not ctx.replay and hdr.call_id != NTLM_BIND_CALL_ID:
+            problem = f"reply to the NTLM bind carries call_id {hdr.call_id}"
+        elif hdr.ptype == PTYPE_BIND_NAK:
+            try:
+                problem = f"bind_nak, reason {parse_bind_reply(reply).reject_reason}"
+            except NotThisProtocol:
+                problem = "malformed bind_nak"
+        elif hdr.ptype == PTYPE_FAULT:
+            try:
+                problem = f"fault {parse_fault(reply):#010x}"
+            except NotThisProtocol:
+                problem = "malformed fault"
+        else:
+            try:
+                verifier, chal = parse_bind_challenge(reply)
+            except NotThisProtocol as exc:  # NTLMError included
+                problem = f"{hdr.ptype_name}: {exc}"
+            else:
+                finding.details["ntlm_auth"] = {
+                    "auth_type": verifier.auth_type,
+                    "auth_level": verifier.auth_level,
+                }
+                _record_ntlm(finding, chal, f"NTLMSSP CHALLENGE in the {hdr.ptype_name} auth verifier")
+        if problem is not None and not ctx.replay:
+            finding.details["ntlm_error"] = problem[:200]
+        return finding
 
     def _lookups(self, ctx: ProbeContext, finding: Finding) -> Dialogue:
         """Page through ``ept_lookup`` (bounded) and name roles and product from the endpoints."""
@@ -800,11 +963,11 @@ def _ntlm_from_verifier(finding: Finding, msg: bytes, hdr: PduHeader) -> None:
     The VERSION field's Windows build names the product ("Microsoft Windows") when it is a known
     Windows release; Samba's fixed 6.1.0 and unknown builds name none.
     """
-    from scanner.ntlm import NTLMError, find_ntlmssp, parse_challenge
-
-    verifier = msg[hdr.frag_len - hdr.auth_len : hdr.frag_len]
     try:
-        chal = parse_challenge(find_ntlmssp(verifier))
+        verifier = parse_auth_verifier(msg)
+        if verifier is None:
+            return
+        chal = parse_challenge(find_ntlmssp(verifier.token))
     except (NTLMError, NotThisProtocol, ValueError):
         return
     finding.details["ntlm"] = chal.as_dict()
@@ -815,3 +978,51 @@ def _ntlm_from_verifier(finding: Finding, msg: bytes, hdr: PduHeader) -> None:
         finding.version = chal.os_version_text
         finding.details["windows_release"] = chal.windows_version
         finding.confidence = 9
+
+
+def _record_ntlm(finding: Finding, chal: NTLMChallenge, source: str) -> None:
+    """Record the CHALLENGE our NTLM bind got: details, evidence, host facts, product hints.
+
+    The NTLM VERSION field is a strong tell: Samba always sends 6.1 build 0 (no Windows release
+    has build 0) and a known Windows build names the release. It fills the product when the
+    endpoints did not name one and is recorded as evidence either way; when it contradicts the
+    endpoints' verdict the contradiction is recorded and the product is left as it was.
+    """
+    finding.details["ntlm"] = chal.as_dict()
+    summary = chal.summary()
+    finding.add(source, summary or f"flags 0x{chal.flags:08x}")
+    for key in ("netbios_domain", "netbios_computer", "dns_domain", "dns_computer", "dns_tree"):
+        value = getattr(chal, key)
+        if value:
+            finding.host_facts[f"ntlm_{key}"] = value
+    if chal.windows_version:
+        finding.host_facts["windows_version"] = chal.windows_version
+        finding.details["windows_release"] = chal.windows_version
+    if chal.looks_like_samba:
+        said = "Samba"
+        finding.add("behaviour", "NTLM VERSION 6.1 build 0: Samba's fixed value (no Windows release has build 0)")
+    elif chal.windows_version:
+        said = "Microsoft Windows RPC"
+        finding.add("behaviour", f"NTLM VERSION {chal.os_version_text}: {chal.windows_version}")
+    else:
+        said = None
+    if said is not None:
+        if finding.product is None:
+            finding.product = said
+            finding.confidence = max(finding.confidence, 9)
+        elif finding.product != said:
+            finding.details["ntlm_product_conflict"] = f"endpoints say {finding.product}, NTLM VERSION says {said}"
+        if said == finding.product == "Microsoft Windows RPC" and finding.version is None:
+            finding.version = chal.os_version_text
+    # extrainfo: host and domain, and a Windows release (Samba's 6.1.0 is already the product)
+    extra = ", ".join(
+        part
+        for part in (
+            chal.dns_computer or chal.netbios_computer,
+            f"domain {chal.netbios_domain or chal.target_name}" if chal.netbios_domain or chal.target_name else None,
+            f"{chal.windows_version} (build {chal.os_version_text})" if chal.windows_version else None,
+        )
+        if part
+    )
+    if extra:
+        finding.extrainfo = f"{finding.extrainfo}; {extra}" if finding.extrainfo else extra

@@ -250,7 +250,8 @@ def build_targets() -> list[Target]:
 
     msrpc = _mod("probes.msrpc")
     if msrpc:
-        rpc_seeds = [_read("msrpc-samba-4.17-dc.bin"), _read("msrpc-samba-4.17-dcerpcd.bin")]
+        rpc_seeds = [_read("msrpc-samba-4.17-dc.bin"), _read("msrpc-samba-4.17-dcerpcd.bin"),
+                     _read("msrpc-samba-4.17-dc-ntlm.bin"), _read("msrpc-samba-4.17-dcerpcd-ntlm.bin")]
         rpc_seeds += _public("msrpc", b"\x05\x00")[:10]
 
         def rpc_all(data: bytes) -> Any:
@@ -258,7 +259,8 @@ def build_targets() -> list[Target]:
             msg = data[:n] if n else data
             out = []
             for fn in (msrpc.parse_pdu_header, msrpc.parse_bind_reply, msrpc.parse_fault,
-                       msrpc.parse_ept_lookup_reply, msrpc.reassemble_stub, msrpc.parse_tower):
+                       msrpc.parse_ept_lookup_reply, msrpc.reassemble_stub, msrpc.parse_tower,
+                       msrpc.parse_auth_verifier, msrpc.parse_bind_challenge):
                 try:
                     out.append(fn(msg))
                 except NotThisProtocol:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,16 @@ def test_samba_dc_endpoint_mapper(host1: dict[int, ScanResult]) -> None:
     assert len(eps) >= 40
     assert any(e.get("protseq") == "ncacn_ip_tcp" and e.get("endpoint") == "135" for e in eps)
     assert any(e.get("annotation") == "netlogon" for e in eps)
+    # the NTLM bind on a fresh connection: Samba's CHALLENGE names the DC and its domain
+    ntlm = r.details["ntlm"]
+    assert (ntlm["netbios_domain"], ntlm["netbios_computer"], ntlm["dns_computer"]) == (
+        "LAB", "DC1", "dc1.lab.example.test"
+    )
+    assert ntlm["dns_domain"] == "lab.example.test"
+    assert ntlm["os_version"] == "6.1.0" and ntlm["looks_like_samba"] is True
+    assert r.details["ntlm_auth"] == {"auth_type": 10, "auth_level": 2}
+    assert "ntlm_error" not in r.details and "ntlm_product_conflict" not in r.details
+    assert "dc1.lab.example.test" in r.extrainfo
 
 
 @pytest.mark.lab
@@ -124,6 +135,34 @@ def test_standalone_dcerpcd(lab: object) -> None:
     assert "domain-controller" not in r.details["roles"]
     assert r.product == "Samba"
     assert "mdssvc" in r.details["interfaces"]
+    # a standalone server (tests/lab/configs/samba/dcerpcd.conf.in: netbios name RPC1) gives its
+    # own name as the NTLM domain
+    ntlm = r.details["ntlm"]
+    assert ntlm["netbios_computer"] == ntlm["netbios_domain"] == "RPC1"
+    assert ntlm["os_version"] == "6.1.0"
+
+
+@pytest.mark.lab
+def test_samba_dc_ntlm_bind_recorded_and_replayed(lab: object, tmp_path: Path) -> None:
+    """A live scan of 135 recorded with ``--record``'s writer, then replayed: the replay follows
+    the probe's ``Reconnect`` to the capture's second connection and reads the same CHALLENGE."""
+    from scanner.engine import scan_sync
+    from scanner.replay import replay_paths
+    from scanner.replay.pcapwriter import PcapRecorder
+
+    recorded = tmp_path / "msrpc.pcap"
+    rec = PcapRecorder(recorded)
+    try:
+        live = scan_sync(["127.0.0.1"], ports="135", registry=_registry(), recorder=rec)
+    finally:
+        rec.close()
+    assert len(live) == 1 and live[0].details["ntlm"]["dns_computer"] == "dc1.lab.example.test"
+    report = replay_paths([str(recorded)], _registry().probes)
+    assert report.errors == []
+    replayed = {(r.address, r.port): r for r in report.results}[("127.0.0.1", 135)]
+    assert replayed.service == "msrpc" and replayed.product == "Samba"
+    for key in ("netbios_domain", "netbios_computer", "dns_computer", "os_version"):
+        assert replayed.details["ntlm"][key] == live[0].details["ntlm"][key]
 
 
 # ---------------------------------------------------------------- hostile servers (no lab)
@@ -233,3 +272,136 @@ def test_silent_server(hostile: Callable[[Handler], int]) -> None:
         r = _one(port, probe)
         _no_bug(r)
         assert r.service is None
+
+
+# ---------------------------------------------------------------- hostile NTLM bind answers (no lab)
+
+DATA = Path(__file__).resolve().parents[1] / "probes" / "data"
+
+
+def _pdus(stream: bytes) -> list[bytes]:
+    from probes.msrpc import frame_dcerpc_reply
+
+    out = []
+    for _ in range(64):
+        if not stream:
+            break
+        n = frame_dcerpc_reply(stream)
+        assert n is not None
+        out.append(stream[:n])
+        stream = stream[n:]
+    return out
+
+
+def _recv_pdu(conn: socket.socket) -> bytes:
+    """Read one client PDU (by frag_len), bounded by the socket timeout."""
+    buf = b""
+    for _ in range(100):
+        if len(buf) >= 10 and len(buf) >= struct.unpack("<H", buf[8:10])[0]:
+            break
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _epm_then(second: Callable[[socket.socket, threading.Event], None]) -> Handler:
+    """A server that answers the first connection like Samba's recorded EPM (bind_ack, then an
+    empty list) and hands every later connection (the NTLM bind) to ``second``."""
+    recorded = _pdus((DATA / "msrpc-samba-4.17-dc.bin").read_bytes())
+    lock = threading.Lock()
+    seen = [0]
+
+    def handler(conn: socket.socket, stop: threading.Event) -> None:
+        with lock:
+            seen[0] += 1
+            first = seen[0] == 1
+        if not first:
+            second(conn, stop)
+            return
+        _recv_pdu(conn)
+        conn.sendall(recorded[0])  # bind_ack
+        _recv_pdu(conn)
+        conn.sendall(recorded[2])  # ept_s_not_registered, no entries
+        stop.wait(5)
+
+    return handler
+
+
+def _samba_ntlm_ack() -> bytes:
+    return _pdus((DATA / "msrpc-samba-4.17-dc-ntlm.bin").read_bytes())[-1]
+
+
+def _offsets_past_end(conn: socket.socket, stop: threading.Event) -> None:
+    ack = _samba_ntlm_ack()
+    at = ack.find(b"NTLMSSP\x00")
+    _recv_pdu(conn)
+    # the CHALLENGE's TargetInfo offset points 64 KiB past the end of the message
+    conn.sendall(ack[: at + 44] + struct.pack("<I", 0xFFFF) + ack[at + 48 :])
+    stop.wait(5)
+
+
+def _auth_len_lies(conn: socket.socket, stop: threading.Event) -> None:
+    ack = _samba_ntlm_ack()
+    _recv_pdu(conn)
+    conn.sendall(ack[:10] + struct.pack("<H", 0xFFF0) + ack[12:])
+    stop.wait(5)
+
+
+def _closes(conn: socket.socket, stop: threading.Event) -> None:
+    _recv_pdu(conn)
+
+
+def _silent(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(10)
+
+
+def _good(after: list[bytes]) -> Callable[[socket.socket, threading.Event], None]:
+    """Answer the NTLM bind with Samba's recorded CHALLENGE; keep what the client sends next."""
+
+    def second(conn: socket.socket, stop: threading.Event) -> None:
+        _recv_pdu(conn)
+        conn.sendall(_samba_ntlm_ack())
+        conn.settimeout(2.0)
+        try:
+            after.append(conn.recv(4096))  # b"": the scanner closed without answering
+        except TimeoutError:
+            after.append(b"(silence)")
+        except ConnectionResetError:
+            after.append(b"")  # closed by a reset (the engine aborts finished connections)
+
+    return second
+
+
+@pytest.mark.parametrize(
+    ("second", "why"),
+    [
+        (_offsets_past_end, "past the"),
+        (_auth_len_lies, "auth_len"),
+        (_closes, "RecvClosed"),
+        (_silent, "RecvTimeout"),
+    ],
+    ids=["offsets-past-end", "auth-len-lies", "closes", "silent"],
+)
+def test_hostile_ntlm_bind_answer_leaves_clean_result(
+    hostile: Callable[[Handler], int], second: Callable[[socket.socket, threading.Event], None], why: str
+) -> None:
+    r = _one(hostile(_epm_then(second)), "msrpc")
+    _no_bug(r)
+    assert r.service == "msrpc" and r.details["empty"] is True
+    assert "ntlm" not in r.details and why in r.details["ntlm_error"], r.details["ntlm_error"]
+
+
+def test_ntlm_bind_answer_over_the_engine(hostile: Callable[[Handler], int]) -> None:
+    after: list[bytes] = []
+    r = _one(hostile(_epm_then(_good(after))), "msrpc")
+    _no_bug(r)
+    # nothing follows the CHALLENGE (an auth3 would carry an AUTHENTICATE): the scanner closes
+    for _ in range(50):
+        if after:
+            break
+        time.sleep(0.1)
+    assert after == [b""]
+    assert r.details["ntlm"]["dns_computer"] == "dc1.lab.example.test"
+    assert r.product == "Samba"  # named by the NTLM VERSION alone (the list was empty)
