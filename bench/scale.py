@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark 2: fingerprint thousands of hosts, beside a bare asyncio loop and nmap -sV.
 
-    sudo python bench/scale.py [--sizes 1024,16384] [--nmap-size 256] [--concurrency 512]
+    sudo python bench/scale.py [--sizes 1024,16384] [--nmap-size 256] [--concurrency 512] [--per-port N]
 
 Everything runs inside a network namespace this benchmark creates (``ip netns add ppbench-PID``)
 and deletes at the end, even on failure or Ctrl-C. Inside it, ``lo`` is brought up, so the whole of
@@ -20,8 +20,9 @@ The targets are 127.1.0.1, 127.1.0.2, ... (first N of them for a run of N). In t
 * ``nmap -n -Pn -sS -sU -sV`` over the first ``--nmap-size`` targets, and fingerprint over the same.
 
 Prints services per second, the ratio to the bare loop and to nmap, peak RSS and peak open file
-descriptors of each run, failures, and ``ulimit -n``. A port whose probe is not registered (see
-``fingerprint probes``) is left out, with a note.
+descriptors of each run, failures, and ``ulimit -n``. With ``--per-port N`` it also scans N targets
+one port at a time, fingerprint beside the uvloop loop, for the CPU each protocol costs. A port
+whose probe is not registered (see ``fingerprint probes``) is left out, with a note.
 """
 
 from __future__ import annotations
@@ -208,7 +209,10 @@ class Namespace:
             return
         pf = self.work / "postfix" / "etc"
         if pf.exists():
-            subprocess.run(self.cmd("postfix", "-c", str(pf), "stop"), capture_output=True, timeout=60)
+            try:
+                subprocess.run(self.cmd("postfix", "-c", str(pf), "stop"), capture_output=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                print("[bench] postfix stop timed out: its processes are killed below", flush=True)
         for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 3.0)):
             pids = self.pids()
             for pid in pids:
@@ -367,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ports", default="T:25,80,110,143,U:53", help="ports (default %(default)s)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/portproof-bench/scale"))
     ap.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
+    ap.add_argument("--per-port", type=int, default=0, metavar="N",
+                    help="also scan N targets one port at a time (fingerprint and the uvloop loop): "
+                         "CPU per service of each protocol (0: skip)")
     args = ap.parse_args(argv)
     need_root()
     sizes = sorted({max(1, min(int(s), 65000)) for s in args.sizes.split(",") if s.strip()})
@@ -412,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     ns.work.mkdir(parents=True, exist_ok=True)
     prev_term = signal.signal(signal.SIGTERM, _interrupt)
     rows: list[Row] = []
+    per_port: list[tuple[tuple[int, str], Row, Row]] = []
     ok = True
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -430,23 +438,26 @@ def main(argv: list[str] | None = None) -> int:
             f.write_text("\n".join(all_targets[:n]) + "\n")
             return f
 
-        def run_fp(n: int) -> Row:
+        def run_fp(n: int, one: tuple[int, str] | None = None) -> Row:
             tf = targets_file(n)
-            out = args.out / f"fingerprint-{n}.jsonl"
-            cmd = ns.cmd(*fp, "-n", "--no-progress", "-o", "jsonl", "-p", spec, "--concurrency",
+            sp, tag = (spec, "") if one is None else (f"{'T' if one[1] == 'tcp' else 'U'}:{one[0]}", f"-{one[0]}")
+            want = expected if one is None else {one: expected[one]}
+            out = args.out / f"fingerprint-{n}{tag}.jsonl"
+            cmd = ns.cmd(*fp, "-n", "--no-progress", "-o", "jsonl", "-p", sp, "--concurrency",
                          str(args.concurrency), "-iL", str(tf))
             print(f"[bench] $ {' '.join(cmd)}", flush=True)
-            m = run_measured(cmd, stdout=out, stderr=args.out / f"fingerprint-{n}.stderr", timeout=args.timeout,
+            m = run_measured(cmd, stdout=out, stderr=args.out / f"fingerprint-{n}{tag}.stderr", timeout=args.timeout,
                              sample_fds=True)
-            records, right, failed, notes = fingerprint_counts(out, expected)
-            if records != n * len(wanted):
-                notes = f"{records} records for {n * len(wanted)} services; " + notes
+            records, right, failed, notes = fingerprint_counts(out, want)
+            if records != n * len(want):
+                notes = f"{records} records for {n * len(want)} services; " + notes
             return Row("fingerprint", n, records, right, failed, m, notes)
 
-        def run_bare(n: int, uv: bool) -> Row:
+        def run_bare(n: int, uv: bool, one: tuple[int, str] | None = None) -> Row:
             tf = targets_file(n)
-            out = args.out / f"bare-{'uvloop' if uv else 'asyncio'}-{n}.json"
-            cmd = ns.cmd(sys.executable, str(REPO / "bench/bareloop.py"), "-iL", str(tf), "-p", spec,
+            sp, tag = (spec, "") if one is None else (f"{'T' if one[1] == 'tcp' else 'U'}:{one[0]}", f"-{one[0]}")
+            out = args.out / f"bare-{'uvloop' if uv else 'asyncio'}-{n}{tag}.json"
+            cmd = ns.cmd(sys.executable, str(REPO / "bench/bareloop.py"), "-iL", str(tf), "-p", sp,
                          "--concurrency", str(args.concurrency), *(["--uvloop"] if uv else []))
             m = run_measured(cmd, stdout=out, stderr=out.with_suffix(".stderr"), timeout=args.timeout,
                              sample_fds=True)
@@ -471,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
             if have_uvloop:
                 rows.append(run_bare(n, True))
             rows.append(run_fp(n))
+        if args.per_port > 0:
+            for one in wanted:
+                fpr = run_fp(args.per_port, one)
+                bare = run_bare(args.per_port, have_uvloop, one)
+                per_port.append((one, fpr, bare))
     except KeyboardInterrupt:
         print("[bench] interrupted", flush=True)
         ok = False
@@ -489,6 +505,23 @@ def main(argv: list[str] | None = None) -> int:
         if r.notes or r.m.returncode:
             print(f"  {r.what} x{r.targets}: exit {r.m.returncode}{' (timed out)' if r.m.timed_out else ''}; {r.notes}")
         ok = ok and r.m.returncode == 0
+    if per_port:
+        print()
+        print(f"one port at a time, {args.per_port} targets (CPU ms per service includes the start-up):")
+
+        def cpu_ms(r: Row) -> str:
+            return f"{(r.m.user + r.m.system) * 1000 / max(1, r.services):.2f}"
+
+        print(table(["port", "fingerprint right", "fingerprint right/s", "fingerprint CPU ms/svc", "bare right/s",
+                     "bare CPU ms/svc", "ratio (right/s)"],
+                    [[f"{t}/{p} {SERVICES[p][1]}", f"{f.right}/{f.services}", f"{f.rate:.0f}", cpu_ms(f),
+                      f"{b.rate:.0f}", cpu_ms(b), f"{f.rate / b.rate:.0%}" if b.rate else "-"]
+                     for (p, t), f, b in per_port]))
+        for (p, t), f, b in per_port:
+            for r in (f, b):
+                if r.notes or r.m.returncode:
+                    print(f"  {t}/{p} {r.what}: exit {r.m.returncode}; {r.notes}")
+                ok = ok and r.m.returncode == 0
     print()
     by = {(r.what, r.targets): r for r in rows}
     for n in sizes:
@@ -517,10 +550,14 @@ def main(argv: list[str] | None = None) -> int:
                 "wall": r.m.wall, "rate": r.rate, "cpu": r.m.user + r.m.system,
                 "maxrss_kib": r.m.maxrss_kib, "peak_fds": r.m.peak_fds,
                 "returncode": r.m.returncode, "notes": r.notes} for r in rows]
+    per_port_summary = [{"port": p, "transport": t, "run": r.what, "targets": r.targets, "services": r.services,
+                         "right": r.right, "wall": r.m.wall, "rate": r.rate, "cpu": r.m.user + r.m.system}
+                        for (p, t), f, b in per_port for r in (f, b)]
     (args.out / "summary.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                        "machine": machine(), "ports": spec,
                                                        "concurrency": args.concurrency, "ulimit_n": nofile[0],
-                                                       "runs": summary}, indent=2) + "\n")
+                                                       "runs": summary, "per_port": per_port_summary},
+                                                      indent=2) + "\n")
     print(f"outputs in {args.out}")
     return 0 if ok else 1
 

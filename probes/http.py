@@ -33,6 +33,7 @@ import html
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from scanner.api import (
@@ -127,11 +128,20 @@ class HTTPResponse:
     @property
     def title(self) -> str | None:
         """The HTML ``<title>`` of the body, whitespace-collapsed and unescaped (max 256 chars)."""
-        match = re.search(rb"<title[^>]{0,200}>(.{0,2048}?)</title", self.body, re.I | re.S)
-        if not match:
-            return None
-        text = match.group(1).decode("utf-8", "replace")
-        return " ".join(html.unescape(text).split())[:256] or None
+        return _title_of(self.body)
+
+
+_TITLE = re.compile(rb"<title[^>]{0,200}>(.{0,2048}?)</title", re.I | re.S)
+
+
+@lru_cache(maxsize=32)
+def _title_of(body: bytes) -> str | None:
+    """The title of ``body`` (cached: the dialogue asks for one response's title several times)."""
+    match = _TITLE.search(body)
+    if not match:
+        return None
+    text = match.group(1).decode("utf-8", "replace")
+    return " ".join(html.unescape(text).split())[:256] or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +194,9 @@ def host_header(ctx: ProbeContext) -> str:
 
 def build_request(path: str, host: str, authorization: str | None = None) -> bytes:
     """Build a ``GET`` request for ``path`` on a keep-alive connection."""
-    if not path.startswith("/") or any(c in path for c in "\r\n "):
+    if not path.startswith("/") or "\r" in path or "\n" in path or " " in path:
         raise ValueError(f"bad request path {path!r}")
-    if any(c in host for c in "\r\n"):
+    if "\r" in host or "\n" in host:
         raise ValueError("bad Host header")
     lines = [
         f"GET {path} HTTP/1.1",
@@ -214,7 +224,22 @@ def _header_end(buf: bytes) -> int | None:
 
 
 def _parse_head(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
-    """Parse the status line and header fields of a complete header block."""
+    """Parse the status line and header fields of a complete header block.
+
+    The framer and then the parser both need the same head (and the framer again each time more
+    body bytes arrive), so the last few parses are kept; callers get their own list.
+    """
+    version, code, reason, headers = _parse_head_cached(head)
+    return version, code, reason, list(headers)
+
+
+@lru_cache(maxsize=16)
+def _parse_head_cached(head: bytes) -> tuple[str, int, str, tuple[tuple[str, str], ...]]:
+    version, code, reason, headers = _parse_head_uncached(head)
+    return version, code, reason, tuple(headers)
+
+
+def _parse_head_uncached(head: bytes) -> tuple[str, int, str, list[tuple[str, str]]]:
     status = _STATUS_LINE.match(head)
     if not status:
         raise NotThisProtocol("not an HTTP status line")

@@ -22,6 +22,7 @@ traceback, never a crashed scan.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import os
@@ -199,18 +200,109 @@ def tls_info_from(obj: ssl.SSLObject | ssl.SSLSocket | None, mode: str) -> tuple
     return info, TLSFacts(version=version, cipher=cipher[0] if cipher else "?", certificate_der=der, alpn=alpn)
 
 
-class _TCPConn:
-    """One TCP connection with a receive buffer shared by successive framed reads."""
+#: bytes a connection buffers ahead of the dialogue before it stops reading from the socket
+#: (what ``asyncio.open_connection(limit=1 << 20)`` allowed: twice the limit)
+READ_AHEAD = 2 << 20
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, recorder: Any) -> None:
-        self.reader = reader
-        self.writer = writer
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _TCPConn(asyncio.Protocol):
+    """One TCP connection with a receive buffer shared by successive framed reads.
+
+    A bare :class:`asyncio.Protocol` rather than asyncio streams: a read that must wait costs one
+    future and one timer handle, not a ``StreamReader`` future plus the task ``asyncio.wait_for``
+    wraps around it (the engine makes several reads per port, so this is measurable at scale).
+    Bytes arrive in ``incoming`` (the socket side, as a ``StreamReader`` buffer was); the engine
+    moves them into ``buf`` when it reads, which is when ``seen`` and the recorder see them.
+    """
+
+    def __init__(self, recorder: Any) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.incoming = bytearray()
         self.buf = bytearray()
         self.seen = bytearray()  # the first bytes ever received (banner)
         self.tls: TLSInfo | None = None
         self.facts: TLSFacts | None = None
         self.recorder = recorder
         self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof = False
+        self._lost = False
+        self._exc: BaseException | None = None
+        self._paused = False
+        self._over_ssl = False
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        # called again with the TLS transport once a STARTTLS/implicit TLS handshake is done
+        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming += data
+        if not self._paused and len(self.incoming) > READ_AHEAD and self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.pause_reading()
+                self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        # keep a plain half-closed connection writable (as StreamReaderProtocol does); TLS closes
+        return not self._over_ssl
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if exc is not None:
+            self._exc = exc
+        else:
+            self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # ---------------------------------------------------------------- reads
+    async def _read(self, n: int, timeout: float) -> bytes:
+        """Up to ``n`` bytes; b"" at EOF; TimeoutError after ``timeout`` s without bytes; the
+        connection's error once every byte received before it has been read."""
+        if not self.incoming and self._exc is None and not self._eof:
+            if timeout <= 0:
+                raise TimeoutError
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            self._waiter = fut
+            handle = loop.call_later(timeout, _expire, fut)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                self._waiter = None
+            if not self.incoming and self._exc is None and not self._eof:
+                raise TimeoutError
+        incoming = self.incoming
+        if incoming:
+            if len(incoming) <= n:
+                data = bytes(incoming)
+                incoming.clear()
+            else:
+                data = bytes(incoming[:n])
+                del incoming[:n]
+            if self._paused and len(incoming) <= READ_AHEAD // 2 and self.transport is not None:
+                self._paused = False
+                with contextlib.suppress(Exception):
+                    self.transport.resume_reading()
+            return data
+        if self._exc is not None:
+            raise self._exc
+        return b""
 
     def _got(self, data: bytes) -> None:
         self.buf += data
@@ -223,7 +315,7 @@ class _TCPConn:
         """Wait up to ``wait`` s for the first bytes (a greeting); a short grace for the rest."""
         if not self.buf:
             try:
-                data = await asyncio.wait_for(self.reader.read(cap), wait)
+                data = await self._read(cap, wait)
             except (TimeoutError, OSError, ssl.SSLError):
                 return b""
             if not data:
@@ -233,7 +325,7 @@ class _TCPConn:
             # multi-packet greetings: a brief grace for the rest of the first reply
             with contextlib.suppress(TimeoutError, OSError, ssl.SSLError):
                 while len(self.buf) < cap and not self.buf.endswith(b"\n"):
-                    more = await asyncio.wait_for(self.reader.read(cap - len(self.buf)), 0.05)
+                    more = await self._read(cap - len(self.buf), 0.05)
                     if not more:
                         break
                     self._got(more)
@@ -242,20 +334,26 @@ class _TCPConn:
     async def send(self, data: bytes) -> None:
         if self.recorder is not None:
             self.recorder.client(self, data)
+        if self._exc is not None:
+            raise RecvClosed(f"send failed: {self._exc}")
+        if self._lost or self.transport is None or self.transport.is_closing():
+            raise RecvClosed("send failed: Connection lost")
         try:
-            self.writer.write(data)
-            await self.writer.drain()
-        except (OSError, ssl.SSLError) as exc:
+            self.transport.write(data)
+        except (OSError, ssl.SSLError, RuntimeError) as exc:
             raise RecvClosed(f"send failed: {exc}") from exc
 
     async def recv(self, step: Recv, timeout: float) -> bytes:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (step.timeout if step.timeout is not None else timeout)
+        max_size = step.max_size
+        framer = step.framer
         while True:
-            if self.buf:
-                view = bytes(self.buf[: step.max_size])
+            buf = self.buf
+            if buf:
+                view = bytes(buf) if len(buf) <= max_size else bytes(memoryview(buf)[:max_size])
                 try:
-                    n = step.framer(view)
+                    n = framer(view)
                 except NotThisProtocol:
                     raise
                 except Exception as exc:
@@ -263,18 +361,21 @@ class _TCPConn:
                 if n is not None:
                     if not isinstance(n, int) or n <= 0 or n > len(view):
                         raise _ProbeBug(f"framer returned {n!r} for a buffer of {len(view)} bytes")
-                    msg = bytes(self.buf[:n])
-                    del self.buf[:n]
+                    if n == len(buf):
+                        buf.clear()
+                        return view if len(view) == n else view[:n]
+                    msg = view[:n]
+                    del buf[:n]
                     return msg
-                if len(self.buf) >= step.max_size:
-                    raise MessageTooLarge(f"message larger than {step.max_size} bytes", bytes(self.buf[:256]))
+                if len(buf) >= max_size:
+                    raise MessageTooLarge(f"message larger than {max_size} bytes", bytes(buf[:256]))
             if self.closed:
                 raise RecvClosed("connection closed before a complete message", bytes(self.buf[:256]))
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise RecvTimeout("read timed out", bytes(self.buf[:256]))
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), remaining)
+                data = await self._read(65536, remaining)
             except TimeoutError:
                 raise RecvTimeout("read timed out", bytes(self.buf[:256])) from None
             except (OSError, ssl.SSLError) as exc:
@@ -286,18 +387,26 @@ class _TCPConn:
             self._got(data)
 
     async def start_tls(self, server_name: str | None, timeout: float, mode: str) -> TLSFacts:
-        if self.buf:
+        if self.buf or self.incoming:
             # bytes after the STARTTLS reply would be injected plaintext: refuse (CVE-2011-0411 style)
-            raise TLSFailed("plaintext bytes received before the TLS handshake", bytes(self.buf[:256]))
+            early = bytes(self.buf[:256] or self.incoming[:256])
+            raise TLSFailed("plaintext bytes received before the TLS handshake", early)
+        if self.transport is None or self._lost:
+            self.closed = True
+            raise TLSFailed("TLS handshake failed: the connection is closed")
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(
-                self.writer.start_tls(_TLS_CONTEXT, server_hostname=server_name, ssl_handshake_timeout=timeout),
-                timeout + 1,
-            )
+            async with asyncio.timeout(timeout + 1):
+                new = await loop.start_tls(self.transport, self, _TLS_CONTEXT, server_hostname=server_name,
+                                           ssl_handshake_timeout=timeout)
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
             self.closed = True
             raise TLSFailed(f"TLS handshake failed: {type(exc).__name__}: {exc}") from exc
-        obj = self.writer.get_extra_info("ssl_object")
+        if new is None:
+            self.closed = True
+            raise TLSFailed("TLS handshake failed: no transport")
+        self.transport = new
+        obj = new.get_extra_info("ssl_object")
         self.tls, self.facts = tls_info_from(obj, mode)
         if self.recorder is not None:
             self.recorder.tls_started(self)
@@ -305,13 +414,14 @@ class _TCPConn:
 
     def abort(self) -> None:
         """Close without leaving TIME_WAIT behind (SO_LINGER 0: the kernel sends RST)."""
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport = self.writer.transport
-        with contextlib.suppress(Exception):
-            transport.abort()
+        transport = self.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(Exception):
+                transport.abort()
         if self.recorder is not None:
             self.recorder.closed(self)
 
@@ -320,18 +430,28 @@ _TLS_CONTEXT = _tls_context()
 
 
 class _UDPProto(asyncio.DatagramProtocol):
+    """Queues datagrams (at most :data:`UDP_QUEUE`) and wakes the one reader waiting for them."""
+
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(UDP_QUEUE)
-        self.refused = asyncio.Event()
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.refused = False
         self.error: OSError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(data)
+        if len(self.queue) < UDP_QUEUE:
+            self.queue.append(data)
+            self._wake()
 
     def error_received(self, exc: Exception) -> None:
         if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
-            self.refused.set()
+            self.refused = True
+            self._wake()
         elif isinstance(exc, OSError):
             self.error = exc
 
@@ -353,16 +473,20 @@ class _UDPConn:
 
     async def recv(self, step: Recv, timeout: float) -> bytes:
         wait = step.timeout if step.timeout is not None else timeout
-        get = asyncio.ensure_future(self.proto.queue.get())
-        refused = asyncio.ensure_future(self.proto.refused.wait())
-        try:
-            done, _ = await asyncio.wait({get, refused}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in (get, refused):
-                if not fut.done():
-                    fut.cancel()
-        if get in done:
-            data = get.result()
+        proto = self.proto
+        if not proto.queue and not proto.refused and wait > 0:
+            # one future and one timer per wait (not two tasks and asyncio.wait)
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            proto.waiter = fut
+            handle = loop.call_later(wait, _expire, fut)
+            try:
+                await fut
+            finally:
+                handle.cancel()
+                proto.waiter = None
+        if proto.queue:
+            data = proto.queue.popleft()
             self.answered = True
             if len(self.seen) < BANNER_KEEP:
                 self.seen += data[: BANNER_KEEP - len(self.seen)]
@@ -377,12 +501,65 @@ class _UDPConn:
             except Exception as exc:
                 raise _ProbeBug(traceback.format_exc()) from exc
             return data
-        if refused in done:
+        if proto.refused:
             raise ConnectionRefusedError("ICMP port unreachable")
         raise RecvTimeout("no datagram within the timeout")
 
     def abort(self) -> None:
         self.transport.close()
+
+
+class _SeededRandom(random.Random):
+    """``random.Random(seed)`` that seeds itself on first use.
+
+    Seeding from a string costs a SHA-512 and a 624-word Mersenne Twister initialisation (about
+    7 us); most dialogues never draw a number, so the engine gives every context one of these. The
+    numbers drawn are exactly those of ``random.Random(seed)``: every method of ``Random`` draws
+    through ``random``, ``getrandbits`` or ``randbytes``, and those seed first.
+    """
+
+    def __init__(self, seed: str) -> None:  # no super().__init__: that would seed now
+        self._pending: str | None = seed
+        self.gauss_next = None
+
+    def _seed_now(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            super().seed(pending)
+
+    def seed(self, a: Any = None, version: int = 2) -> None:
+        """Seed explicitly (the pending seed is dropped)."""
+        self._pending = None
+        super().seed(a, version)
+
+    def random(self) -> float:
+        """As :meth:`random.Random.random`."""
+        if self._pending is not None:
+            self._seed_now()
+        return super().random()
+
+    def getrandbits(self, k: int) -> int:
+        """As :meth:`random.Random.getrandbits`."""
+        if self._pending is not None:
+            self._seed_now()
+        return super().getrandbits(k)
+
+    def randbytes(self, n: int) -> bytes:
+        """As :meth:`random.Random.randbytes`."""
+        if self._pending is not None:
+            self._seed_now()
+        return super().randbytes(n)
+
+    def getstate(self) -> tuple[Any, ...]:
+        """As :meth:`random.Random.getstate`."""
+        if self._pending is not None:
+            self._seed_now()
+        return super().getstate()
+
+    def setstate(self, state: tuple[Any, ...]) -> None:
+        """As :meth:`random.Random.setstate`."""
+        self._pending = None
+        super().setstate(state)
 
 
 class _RateLimiter:
@@ -433,37 +610,69 @@ class Scanner:
         self.unscanned = 0
         self.done = 0
         self.total = 0
+        # per-port plans, keyed by what they depend on (see _hinted, _others, _server_first)
+        self._hinted_cache: dict[tuple[int, str, str | None], list[Probe]] = {}
+        self._others_cache: dict[tuple[str, frozenset[str]], list[Probe]] = {}
+        self._server_first_cache: dict[frozenset[str], list[Probe]] = {}
 
     # ------------------------------------------------------------------ planning
     def _hinted(self, port: int, transport: str, entry: PortEntry) -> list[Probe]:
-        """Probes hinted for the port (port hints, the profile's probe, or forced with --probe)."""
-        out = []
-        for p in self.probes:
-            if transport not in p.transports:
-                continue
-            if port in p.ports or port in p.tls_ports or (entry.probe and entry.probe == p.name):
-                out.append(p)
-            elif self.options.probes and p.name in self.options.probes:
-                out.append(p)
-        return sorted(out, key=lambda p: (p.rarity, p.name))
+        """Probes hinted for the port (port hints, the profile's probe, or forced with --probe).
+
+        The plan depends only on (port, transport, the profile's probe), so it is made once per
+        such key and reused for every target (callers do not modify the list).
+        """
+        key = (port, transport, entry.probe)
+        plan = self._hinted_cache.get(key)
+        if plan is None:
+            out = []
+            for p in self.probes:
+                if transport not in p.transports:
+                    continue
+                if port in p.ports or port in p.tls_ports or (entry.probe and entry.probe == p.name):
+                    out.append(p)
+                elif self.options.probes and p.name in self.options.probes:
+                    out.append(p)
+            plan = self._hinted_cache[key] = sorted(out, key=lambda p: (p.rarity, p.name))
+        return plan
 
     def _others(self, transport: str, exclude: Iterable[Probe]) -> list[Probe]:
-        ex = {p.name for p in exclude}
-        out = [
-            p
-            for p in self.probes
-            if transport in p.transports and p.name not in ex and p.rarity <= self.options.intensity
-        ]
-        return sorted(out, key=lambda p: (p.rarity, p.name))
+        ex = frozenset(p.name for p in exclude)
+        key = (transport, ex)
+        plan = self._others_cache.get(key)
+        if plan is None:
+            out = [
+                p
+                for p in self.probes
+                if transport in p.transports and p.name not in ex and p.rarity <= self.options.intensity
+            ]
+            plan = self._others_cache[key] = sorted(out, key=lambda p: (p.rarity, p.name))
+        return plan
+
+    def _server_first(self, hinted: list[Probe]) -> list[Probe]:
+        """TCP server-speaks-first probes in the order their matchers see a greeting: the hinted
+        ones first, then by rarity and name (made once per set of hinted probes)."""
+        names = frozenset(p.name for p in hinted)
+        plan = self._server_first_cache.get(names)
+        if plan is None:
+            plan = [p for p in self.probes if p.server_first and "tcp" in p.transports]
+            plan.sort(key=lambda p: (p.name not in names, p.rarity, p.name))
+            self._server_first_cache[names] = plan
+        return plan
 
     # ------------------------------------------------------------------ connections
     async def _open_tcp(self, address: str, port: int, tls: bool, server_name: str | None) -> _TCPConn:
         opts = self.options
         await self._rate.acquire()
+        loop = asyncio.get_running_loop()
+        recorder = opts.recorder
+        # An aborted transport releases its descriptor in the loop's next iteration; create_connection
+        # makes its socket at once. Yield once first, so a worker that has just aborted a connection
+        # does not hold two descriptors (512 workers: up to 1,024 open instead of 512).
+        await asyncio.sleep(0)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(address, port, limit=1 << 20), opts.connect_timeout
-            )
+            async with asyncio.timeout(opts.connect_timeout):
+                transport, conn = await loop.create_connection(lambda: _TCPConn(recorder), address, port)
         except TimeoutError:
             raise _ConnectFailed("connection-timeout", "connect timed out") from None
         except ConnectionRefusedError:
@@ -474,9 +683,8 @@ class Scanner:
             if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
                 raise _ConnectFailed("connection-timeout", f"unreachable: {exc.strerror}") from exc
             raise _ConnectFailed("connection-error", f"{exc.strerror or exc}") from exc
-        conn = _TCPConn(reader, writer, opts.recorder)
-        if opts.recorder is not None:
-            opts.recorder.opened(conn, writer, address, port)
+        if recorder is not None:
+            recorder.opened(conn, transport, address, port)
         if tls:
             try:
                 await conn.start_tls(server_name, opts.tls_timeout, "implicit")
@@ -494,7 +702,7 @@ class Scanner:
             hostname=target.hostname,
             tls=facts,
             implicit_tls=facts is not None,
-            rng=random.Random(f"{self.options.seed}:{target.address}:{port}"),
+            rng=_SeededRandom(f"{self.options.seed}:{target.address}:{port}"),
             host_facts=self.host_facts.setdefault(target.address, {}),
             client_name=self.options.client_name,
         )
@@ -645,10 +853,7 @@ class Scanner:
         tried: set[str] = set()
         try:
             if greeting:
-                server_first = [p for p in self.probes if p.server_first and "tcp" in p.transports]
-                hinted_names = {p.name for p in hinted}
-                server_first.sort(key=lambda p: (p.name not in hinted_names, p.rarity, p.name))
-                for probe in server_first:
+                for probe in self._server_first(hinted):
                     try:
                         ok = bool(probe.match(greeting))
                     except Exception:
@@ -790,7 +995,7 @@ class Scanner:
             answered = answered or conn.answered
             if conn.seen and not out.banner:
                 out.banner = bytes(conn.seen)
-            if out.state == "closed" or proto.refused.is_set():
+            if out.state == "closed" or proto.refused:
                 out.state = "closed"
                 return
             if finding is not None:
@@ -845,25 +1050,45 @@ class Scanner:
         ordered = sorted(entries, key=lambda e: e.transport == "udp")
         todo = [(t, e) for e in ordered for t in targets if (t.address, e.port, e.transport) not in skip]
         tcp_left: dict[str, int] = {}
+        # items left per host: a host's semaphore, event and (when results are streamed) facts are
+        # dropped once its last port is done, so memory does not grow with the number of targets
+        host_left: dict[str, int] = {}
         for tgt, ent in todo:
+            host_left[tgt.address] = host_left.get(tgt.address, 0) + 1
             if ent.transport == "tcp":
                 tcp_left[tgt.address] = tcp_left.get(tgt.address, 0) + 1
         tcp_done: dict[str, asyncio.Event] = {}
         items = iter(todo)
         self.total = len(todo)
         results: list[ScanResult] = []
+        per_host = opts.per_host
 
         async def worker() -> None:
             for target, entry in items:
-                if entry.transport == "udp" and tcp_left.get(target.address, 0) > 0:
-                    await tcp_done.setdefault(target.address, asyncio.Event()).wait()
-                sem = host_sem.setdefault(target.address, asyncio.Semaphore(opts.per_host))
+                address = target.address
+                if entry.transport == "udp" and tcp_left.get(address, 0) > 0:
+                    event = tcp_done.get(address)
+                    if event is None:
+                        event = tcp_done[address] = asyncio.Event()
+                    await event.wait()
+                sem = host_sem.get(address)
+                if sem is None:
+                    sem = host_sem[address] = asyncio.Semaphore(per_host)
                 async with sem:
                     res = await self.scan_port(target, entry)
                 if entry.transport == "tcp":
-                    tcp_left[target.address] -= 1
-                    if tcp_left[target.address] == 0:
-                        tcp_done.setdefault(target.address, asyncio.Event()).set()
+                    tcp_left[address] -= 1
+                    if tcp_left[address] == 0:
+                        event = tcp_done.pop(address, None)
+                        if event is not None:
+                            event.set()
+                host_left[address] -= 1
+                if host_left[address] == 0:
+                    del host_left[address]
+                    host_sem.pop(address, None)
+                    tcp_left.pop(address, None)
+                    if not opts.keep_results:
+                        self.host_facts.pop(address, None)
                 if opts.keep_results:
                     results.append(res)
                 self.done += 1

@@ -41,7 +41,13 @@ class JSONLinesWriter:
         self.verbose = verbose
 
     def __call__(self, result: ScanResult) -> None:
-        self.stream.write(_ENCODER.encode(result_to_dict(result, self.verbose)).decode() + "\n")
+        if self.verbose or not any(a.traceback for a in result.attempts):
+            # nothing to drop: encode the struct itself (the same JSON as result_to_dict's, without
+            # building the intermediate dicts)
+            data = _ENCODER.encode(result)
+        else:
+            data = _ENCODER.encode(result_to_dict(result, self.verbose))
+        self.stream.write(data.decode() + "\n")
         self.stream.flush()
 
 
