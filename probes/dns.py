@@ -35,6 +35,7 @@ module only adds the DNS-over-TCP 2-byte length framing (RFC 1035 4.2.2) and the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,14 @@ def build_query(
     payload :data:`EDNS_PAYLOAD`, ``nsid`` adds an empty NSID option to it; ``rd`` sets
     recursion desired (off by default: the probe never asks a server to recurse).
     """
+    template = _query_template(name, rdtype, rdclass, edns, nsid, rd)
+    return (qid & 0xFFFF).to_bytes(2, "big") + template[2:]
+
+
+@functools.lru_cache(maxsize=256)
+def _query_template(name: str, rdtype: str, rdclass: str, edns: bool, nsid: bool, rd: bool) -> bytes:
+    """The query's wire bytes with id 0 (built once by dnspython, then only the id changes)."""
+    qid = 0
     options: list[dns.edns.Option] | None = [dns.edns.GenericOption(dns.edns.NSID, b"")] if nsid else None
     if edns or nsid:
         msg = dns.message.make_query(
