@@ -34,8 +34,8 @@ from scanner.api import (
     Step,
     TLSFailed,
 )
-from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
-from scanner.textproto import decode_text, frame_imap_tagged, frame_line, split_lines
+from scanner.ntlm import negotiate_b64, record_challenge_b64
+from scanner.textproto import decode_text, frame_imap_tagged, frame_line, match_banner, split_lines
 
 __all__ = ["IMAPProbe", "IMAPResponse", "decode_exchange_token", "identify", "parse_greeting", "parse_response"]
 
@@ -127,14 +127,7 @@ def identify(greeting: str, caps: list[str], ident: dict[str, str]) -> Finding:
     """Name the product from the greeting, the capabilities and the ID fields."""
     f = Finding(service="imap", confidence=8)
     f.add("greeting", greeting)
-    for rx, product, vgroup in _BANNERS:
-        m = rx.search(greeting)
-        if m:
-            f.product = product
-            if vgroup is not None and m.group(vgroup):
-                f.version = m.group(vgroup)
-            f.confidence = 10
-            break
+    match_banner(_BANNERS, greeting, f)
     if f.product == "Microsoft Exchange Server":
         m = re.search(r"Exchange Server (\d{4})", greeting)
         if m:
@@ -210,7 +203,7 @@ class IMAPProbe(Probe):
             yield Send(b"a2 ID NIL\r\n")
             idr = parse_response((yield Recv(frame_imap_tagged(b"a2"))), "a2")
             ident = parse_id(idr.untagged)
-        finding = ctx.found(_merge(identify(text, caps, ident), finding))
+        finding = ctx.found(identify(text, caps, ident).inherit(finding))
         finding.details["auth"] = [c[5:] for c in caps if c.upper().startswith("AUTH=")]
         finding.details["starttls"] = "STARTTLS" in (c.upper() for c in caps)
         finding.details["login_disabled"] = "LOGINDISABLED" in (c.upper() for c in caps)
@@ -258,21 +251,10 @@ def _ntlm_info(finding: Finding) -> Dialogue:
     yield Send(negotiate_b64().encode() + b"\r\n")
     line = yield from _continuation_or_tagged(b"a6")
     if line.startswith(b"+ "):
-        try:
-            chal = parse_challenge_b64(line[2:].strip())
-            finding.details["ntlm"] = chal.as_dict()
-            finding.add("AUTHENTICATE NTLM challenge", chal.summary())
-            finding.extrainfo = chal.summary() or finding.extrainfo
-        except NTLMError as exc:
-            finding.details["ntlm_error"] = str(exc)
+        record_challenge_b64(finding, "AUTHENTICATE NTLM challenge", line[2:].strip())
         yield Send(b"*\r\n")  # cancel: no credentials are ever sent
         yield Recv(frame_imap_tagged(b"a6"))
     else:
         finding.details["ntlm_error"] = decode_text(line)[:200]
     return finding
 
-
-def _merge(new: Finding, old: Finding) -> Finding:
-    for k, v in old.details.items():
-        new.details.setdefault(k, v)
-    return new

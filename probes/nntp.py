@@ -26,8 +26,8 @@ from scanner.api import (
     StartTLS,
     TLSFailed,
 )
-from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
-from scanner.textproto import decode_text, frame_dot_block, frame_line, split_lines
+from scanner.ntlm import negotiate_b64, record_challenge_b64
+from scanner.textproto import decode_text, frame_dot_block, frame_line, match_banner, split_lines
 
 __all__ = ["NNTPProbe", "identify", "parse_capabilities", "parse_status"]
 
@@ -75,14 +75,7 @@ def identify(code: int, greeting: str, caps: dict[str, str]) -> Finding:
     """Name the product from the greeting and the IMPLEMENTATION capability."""
     f = Finding(service="nntp", confidence=8)
     f.add("greeting", f"{code} {greeting}")
-    for rx, product, vgroup in _BANNERS:
-        m = rx.search(greeting)
-        if m:
-            f.product = product
-            if vgroup is not None and m.group(vgroup):
-                f.version = m.group(vgroup)
-            f.confidence = 10
-            break
+    match_banner(_BANNERS, greeting, f)
     impl = caps.get("IMPLEMENTATION")
     if impl:
         f.add("CAPABILITIES IMPLEMENTATION", impl)
@@ -143,7 +136,7 @@ class NNTPProbe(Probe):
         if rcode == 250 or rcode >= 600:
             raise NotThisProtocol("CAPABILITIES got a non-NNTP answer")
         caps = parse_capabilities(reply)
-        finding = ctx.found(_merge(identify(code, text, caps), finding))
+        finding = ctx.found(identify(code, text, caps).inherit(finding))
         if caps:
             finding.details["capabilities"] = caps
             finding.add("CAPABILITIES", " ".join(caps))
@@ -186,19 +179,8 @@ def _ntlm_reply(finding: Finding, want: int) -> Dialogue:
     if code != want or not text.strip():
         finding.details["ntlm_error"] = f"{code} {text}"[:200]
         return finding
-    try:
-        chal = parse_challenge_b64(text.strip().split()[0])
-        finding.details["ntlm"] = chal.as_dict()
-        finding.add("AUTHINFO NTLM challenge", chal.summary())
-        finding.extrainfo = chal.summary() or finding.extrainfo
-    except NTLMError as exc:
-        finding.details["ntlm_error"] = str(exc)
+    record_challenge_b64(finding, "AUTHINFO NTLM challenge", text.strip().split()[0])
     yield Send(b"*\r\n")  # cancel: no credentials are ever sent
     yield Recv(frame_line)
     return finding
 
-
-def _merge(new: Finding, old: Finding) -> Finding:
-    for k, v in old.details.items():
-        new.details.setdefault(k, v)
-    return new

@@ -26,8 +26,8 @@ from scanner.api import (
     StartTLS,
     TLSFailed,
 )
-from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
-from scanner.textproto import decode_text, frame_dot_block, frame_line, split_lines
+from scanner.ntlm import negotiate_b64, record_challenge_b64
+from scanner.textproto import decode_text, frame_dot_block, frame_line, match_banner, split_lines
 
 __all__ = ["POP3Probe", "identify", "parse_capa", "parse_status"]
 
@@ -81,14 +81,7 @@ def identify(greeting: str, caps: dict[str, str]) -> Finding:
     """Name the product from the greeting and the CAPA list."""
     f = Finding(service="pop3", confidence=8)
     f.add("greeting", "+OK " + greeting)
-    for rx, product, vgroup in _BANNERS:
-        m = rx.search(greeting)
-        if m:
-            f.product = product
-            if vgroup is not None and m.group(vgroup):
-                f.version = m.group(vgroup)
-            f.confidence = 10
-            break
+    match_banner(_BANNERS, greeting, f)
     impl = caps.get("IMPLEMENTATION")
     if impl:
         f.add("CAPA IMPLEMENTATION", impl)
@@ -144,7 +137,7 @@ class POP3Probe(Probe):
         caps = parse_capa(reply)
         if not reply.startswith((b"+OK", b"-ERR")):
             raise NotThisProtocol("CAPA answered with neither +OK nor -ERR")
-        finding = ctx.found(_merge(identify(text, caps), finding))
+        finding = ctx.found(identify(text, caps).inherit(finding))
         finding.details["capabilities"] = caps
         if caps:
             finding.add("CAPA", " ".join(caps))
@@ -173,13 +166,7 @@ class POP3Probe(Probe):
                 yield Send(negotiate_b64().encode() + b"\r\n")
                 line = decode_text((yield Recv(frame_line))).strip()
                 if line.startswith("+ "):
-                    try:
-                        chal = parse_challenge_b64(line[2:])
-                        finding.details["ntlm"] = chal.as_dict()
-                        finding.add("AUTH NTLM challenge", chal.summary())
-                        finding.extrainfo = chal.summary() or finding.extrainfo
-                    except NTLMError as exc:
-                        finding.details["ntlm_error"] = str(exc)
+                    record_challenge_b64(finding, "AUTH NTLM challenge", line[2:])
                     yield Send(b"*\r\n")  # cancel: no credentials are ever sent
                     yield Recv(frame_line)
                 else:
@@ -189,8 +176,3 @@ class POP3Probe(Probe):
         yield Send(b"QUIT\r\n")
         return finding
 
-
-def _merge(new: Finding, old: Finding) -> Finding:
-    for k, v in old.details.items():
-        new.details.setdefault(k, v)
-    return new

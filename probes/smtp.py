@@ -29,8 +29,8 @@ from scanner.api import (
     StartTLS,
     TLSFailed,
 )
-from scanner.ntlm import NTLMError, negotiate_b64, parse_challenge_b64
-from scanner.textproto import decode_text, frame_smtp_reply
+from scanner.ntlm import negotiate_b64, record_challenge_b64
+from scanner.textproto import decode_text, frame_smtp_reply, match_banner
 
 __all__ = ["SMTPProbe", "SMTPReply", "build_command", "frame_reply", "identify", "parse_ehlo", "parse_reply"]
 
@@ -137,14 +137,7 @@ def identify(greeting: SMTPReply, ehlo: EHLOInfo | None) -> Finding:
     text = greeting.text
     f = Finding(service="smtp", confidence=7)
     f.add("greeting", f"{greeting.code} {greeting.lines[0] if greeting.lines else ''}")
-    for rx, product, vgroup in _BANNERS:
-        m = rx.search(text)
-        if m:
-            f.product = product
-            if vgroup is not None and m.group(vgroup):
-                f.version = m.group(vgroup)
-            f.confidence = 10
-            break
+    match_banner(_BANNERS, text, f)
     exts = ehlo.extensions if ehlo else {}
     exch = [k for k in _EXCHANGE_KEYWORDS if k in exts]
     if exch:
@@ -225,7 +218,7 @@ class SMTPProbe(Probe):
             if helo.code != 250:
                 raise NotThisProtocol(f"neither EHLO nor HELO accepted ({reply.code}, {helo.code})")
             finding.details["helo"] = helo.text
-        finding = ctx.found(_merge(identify(greeting, ehlo), finding))
+        finding = ctx.found(identify(greeting, ehlo).inherit(finding))
         if ehlo:
             finding.details["ehlo_host"] = ehlo.host
             finding.details["extensions"] = ehlo.extensions
@@ -268,21 +261,8 @@ def _ntlm_info(finding: Finding) -> Dialogue:
     if reply.code != 334:
         finding.details["ntlm_error"] = f"{reply.code} {reply.text}"
         return finding
-    try:
-        chal = parse_challenge_b64(reply.lines[0].strip())
-    except NTLMError as exc:
-        finding.details["ntlm_error"] = str(exc)
-    else:
-        finding.details["ntlm"] = chal.as_dict()
-        finding.add("AUTH NTLM challenge", chal.summary())
-        finding.extrainfo = chal.summary() or finding.extrainfo
+    record_challenge_b64(finding, "AUTH NTLM challenge", reply.lines[0].strip())
     yield Send(b"*\r\n")  # cancel the exchange: no credentials are ever sent
     yield Recv(frame_reply)
     return finding
 
-
-def _merge(new: Finding, old: Finding) -> Finding:
-    """Keep the details gathered so far when the identification is refined."""
-    for k, v in old.details.items():
-        new.details.setdefault(k, v)
-    return new

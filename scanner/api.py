@@ -173,6 +173,13 @@ class Finding:
     #: host facts other probes on the same host may use (e.g. the AD domain)
     host_facts: dict[str, Any] = field(default_factory=dict)
 
+    def inherit(self, earlier: Finding) -> Finding:
+        """Keep the details an earlier finding of the same dialogue gathered that this one lacks
+        (a dialogue re-identifies as it learns more); returns ``self``."""
+        for key, value in earlier.details.items():
+            self.details.setdefault(key, value)
+        return self
+
     def add(self, source: str, value: str | bytes) -> None:
         """Record a piece of evidence (bytes are decoded as latin-1 so nothing is lost)."""
         if isinstance(value, bytes):

@@ -58,7 +58,7 @@ from scanner.api import (
 )
 from scanner.profile import PortEntry, Profile, load_profile, parse_ports
 from scanner.registry import Registry, load_registry
-from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo
+from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo, step_status
 from scanner.targets import Target, expand_targets
 from scanner.textproto import decode_text
 
@@ -138,16 +138,9 @@ class _ConnectFailed(Exception):
 
 def _status_of(exc: BaseException) -> str:
     """Map a low-level error to one of the result statuses (after zgrab2's TryGetScanStatus)."""
-    if isinstance(exc, NotThisProtocol):
-        return "no-match"
-    if isinstance(exc, RecvTimeout):
-        return "io-timeout"
-    if isinstance(exc, RecvClosed):
-        return "closed-early"
-    if isinstance(exc, MessageTooLarge):
-        return "protocol-error"
-    if isinstance(exc, TLSFailed):
-        return "tls-error"
+    status = step_status(exc)
+    if status is not None:
+        return status
     if isinstance(exc, ConnectionRefusedError):
         return "connection-refused"
     if isinstance(exc, TimeoutError):
@@ -210,7 +203,31 @@ def _expire(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class _TCPConn(asyncio.Protocol):
+class _Wakeable:
+    """One reader waiting for a protocol callback, with one future and one timer per wait (not a
+    task per wait as ``asyncio.wait_for`` makes)."""
+
+    _waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _sleep(self, timeout: float) -> None:
+        """Return when :meth:`_wake` is called or after ``timeout`` s, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiter = fut
+        handle = loop.call_later(timeout, _expire, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._waiter = None
+
+
+class _TCPConn(_Wakeable, asyncio.Protocol):
     """One TCP connection with a receive buffer shared by successive framed reads.
 
     A bare :class:`asyncio.Protocol` rather than asyncio streams: a read that must wait costs one
@@ -229,7 +246,6 @@ class _TCPConn(asyncio.Protocol):
         self.facts: TLSFacts | None = None
         self.recorder = recorder
         self.closed = False
-        self._waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._lost = False
         self._exc: BaseException | None = None
@@ -264,11 +280,6 @@ class _TCPConn(asyncio.Protocol):
             self._eof = True
         self._wake()
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
     # ---------------------------------------------------------------- reads
     async def _read(self, n: int, timeout: float) -> bytes:
         """Up to ``n`` bytes; b"" at EOF; TimeoutError after ``timeout`` s without bytes; the
@@ -276,15 +287,7 @@ class _TCPConn(asyncio.Protocol):
         if not self.incoming and self._exc is None and not self._eof:
             if timeout <= 0:
                 raise TimeoutError
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            self._waiter = fut
-            handle = loop.call_later(timeout, _expire, fut)
-            try:
-                await fut
-            finally:
-                handle.cancel()
-                self._waiter = None
+            await self._sleep(timeout)
             if not self.incoming and self._exc is None and not self._eof:
                 raise TimeoutError
         incoming = self.incoming
@@ -429,19 +432,13 @@ class _TCPConn(asyncio.Protocol):
 _TLS_CONTEXT = _tls_context()
 
 
-class _UDPProto(asyncio.DatagramProtocol):
+class _UDPProto(_Wakeable, asyncio.DatagramProtocol):
     """Queues datagrams (at most :data:`UDP_QUEUE`) and wakes the one reader waiting for them."""
 
     def __init__(self) -> None:
         self.queue: collections.deque[bytes] = collections.deque()
         self.refused = False
         self.error: OSError | None = None
-        self.waiter: asyncio.Future[None] | None = None
-
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if len(self.queue) < UDP_QUEUE:
@@ -475,16 +472,7 @@ class _UDPConn:
         wait = step.timeout if step.timeout is not None else timeout
         proto = self.proto
         if not proto.queue and not proto.refused and wait > 0:
-            # one future and one timer per wait (not two tasks and asyncio.wait)
-            loop = asyncio.get_running_loop()
-            fut = loop.create_future()
-            proto.waiter = fut
-            handle = loop.call_later(wait, _expire, fut)
-            try:
-                await fut
-            finally:
-                handle.cancel()
-                proto.waiter = None
+            await proto._sleep(wait)
         if proto.queue:
             data = proto.queue.popleft()
             self.answered = True

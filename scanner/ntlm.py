@@ -30,7 +30,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from scanner.api import NotThisProtocol
+from scanner.api import Finding, NotThisProtocol
 
 __all__ = [
     "NTLMChallenge",
@@ -40,6 +40,7 @@ __all__ = [
     "build_ldap_sasl_bind",
     "build_negotiate",
     "find_ntlmssp",
+    "record_challenge_b64",
     "negotiate_b64",
     "parse_challenge_b64",
     "frame_ldap_message",
@@ -265,6 +266,21 @@ def parse_challenge_b64(text: str | bytes) -> NTLMChallenge:
     except (binascii.Error, ValueError) as exc:
         raise NTLMError("challenge is not base64") from exc
     return parse_challenge(find_ntlmssp(blob))
+
+
+def record_challenge_b64(finding: Finding, source: str, text: str | bytes) -> NTLMChallenge | None:
+    """Parse a base64 CHALLENGE from a text protocol's reply and record it on ``finding``: its
+    facts in ``details["ntlm"]``, evidence from ``source``, the summary as extrainfo; a malformed
+    one goes to ``details["ntlm_error"]``. Returns the challenge (None when malformed)."""
+    try:
+        chal = parse_challenge_b64(text)
+    except NTLMError as exc:
+        finding.details["ntlm_error"] = str(exc)
+        return None
+    finding.details["ntlm"] = chal.as_dict()
+    finding.add(source, chal.summary())
+    finding.extrainfo = chal.summary() or finding.extrainfo
+    return chal
 
 
 def find_ntlmssp(data: bytes) -> bytes:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from scanner.api import MessageTooLarge, NotThisProtocol, RecvClosed, RecvTimeout, TLSFailed
+
 __all__ = [
     "Attempt",
     "CertFacts",
@@ -20,6 +22,7 @@ __all__ = [
     "ScanResult",
     "TLSInfo",
     "VERDICTS",
+    "step_status",
 ]
 
 #: port states, as nmap names them
@@ -52,6 +55,22 @@ STATUSES: tuple[str, ...] = (
     "total-timeout",
     "skipped",
 )
+
+
+def step_status(exc: BaseException) -> str | None:
+    """The status of a dialogue that ended with ``exc`` (a probe's or a step's error), or None when
+    ``exc`` is none of those (live scans then look at socket errors; else it is a probe bug)."""
+    if isinstance(exc, NotThisProtocol):
+        return "no-match"
+    if isinstance(exc, RecvTimeout):
+        return "io-timeout"
+    if isinstance(exc, RecvClosed):
+        return "closed-early"
+    if isinstance(exc, MessageTooLarge):
+        return "protocol-error"
+    if isinstance(exc, TLSFailed):
+        return "tls-error"
+    return None
 
 
 class CertFacts(msgspec.Struct, kw_only=True):

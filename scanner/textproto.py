@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from scanner.api import Framer, NotThisProtocol
+from scanner.api import Finding, Framer, NotThisProtocol
 
 __all__ = [
     "MAX_LINE",
@@ -20,6 +20,7 @@ __all__ = [
     "frame_imap_tagged",
     "frame_line",
     "frame_smtp_reply",
+    "match_banner",
     "split_lines",
 ]
 
@@ -136,6 +137,24 @@ def frame_imap_tagged(tag: bytes, max_line: int = MAX_LINE) -> Framer:
 
     return framer
 
+
+
+#: a banner table row: (regex over the banner text, product, version group or None)
+BannerRule = tuple[re.Pattern[str], str, int | None]
+
+
+def match_banner(rules: list[BannerRule], text: str, finding: Finding) -> re.Match[str] | None:
+    """Apply the first rule whose regex matches ``text``: set the product, the version (when the
+    rule's group matched) and confidence 10 on ``finding``; return the match (None: no rule)."""
+    for rx, product, vgroup in rules:
+        m = rx.search(text)
+        if m:
+            finding.product = product
+            if vgroup is not None and m.group(vgroup):
+                finding.version = m.group(vgroup)
+            finding.confidence = 10
+            return m
+    return None
 
 
 def split_lines(message: bytes) -> list[str]:

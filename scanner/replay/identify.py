@@ -42,7 +42,6 @@ from scanner.api import (
     Reconnect,
     Recv,
     RecvClosed,
-    RecvTimeout,
     Send,
     StartTLS,
     StepError,
@@ -59,7 +58,7 @@ from scanner.replay.tlsparse import (
     looks_like_tls_record,
     parse_server_tls,
 )
-from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo
+from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo, step_status
 
 __all__ = ["DialogueOutcome", "FlowResult", "Identifier", "ServerStream", "drive_dialogue", "format_address"]
 
@@ -152,17 +151,7 @@ class ServerStream:
 
 
 def _status(exc: BaseException) -> str:
-    if isinstance(exc, NotThisProtocol):
-        return "no-match"
-    if isinstance(exc, RecvClosed):
-        return "closed-early"
-    if isinstance(exc, RecvTimeout):
-        return "io-timeout"
-    if isinstance(exc, MessageTooLarge):
-        return "protocol-error"
-    if isinstance(exc, TLSFailed):
-        return "tls-error"
-    return "probe-bug"
+    return step_status(exc) or "probe-bug"
 
 
 def drive_dialogue(
