@@ -109,6 +109,11 @@ class Recv:
     framer: Framer
     max_size: int = 64 * 1024
     timeout: float | None = None
+    #: the name of the service-database probe whose reply this message is (nmap's probe names:
+    #: ``"NULL"`` for a greeting, ``"GetRequest"`` for the reply to ``GET / HTTP/1.0``,
+    #: ``"DNSVersionBindReq"`` ...): the driver keeps tagged messages in
+    #: :attr:`ProbeContext.responses` so the database can match them after the dialogue
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,9 @@ class Finding:
     extrainfo: str | None = None
     #: host facts other probes on the same host may use (e.g. the AD domain)
     host_facts: dict[str, Any] = field(default_factory=dict)
+    #: the rule that named ``product``/``version``: ``"portproof:<probe>/<rule>"`` for ours,
+    #: ``"nmap-service-probes:<line>"`` for the service database; None when nothing was named
+    rule: str | None = None
 
     def inherit(self, earlier: Finding) -> Finding:
         """Keep the details an earlier finding of the same dialogue gathered that this one lacks
@@ -211,6 +219,9 @@ class ProbeContext:
     #: True when the dialogue is driven over a capture (pcap replay): follow-up requests whose
     #: answers a capture cannot hold should be skipped
     replay: bool = False
+    #: messages received by ``Recv`` steps that carry a ``tag`` (first message per tag, capped),
+    #: filled by the driver for the service database
+    responses: dict[str, bytes] = field(default_factory=dict)
 
     def found(self, finding: Finding) -> Finding:
         """Remember ``finding`` as the result so far and return it (for incremental dialogues)."""

@@ -1155,6 +1155,7 @@ def build_result(target: Target, entry: PortEntry, out: _Outcome, elapsed: float
         extrainfo=f.extrainfo if f else None,
         reason=reason,
         probe=out.probe,
+        rule=f.rule if f else None,
         elapsed=round(elapsed, 3),
     )
 

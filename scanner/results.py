@@ -171,6 +171,9 @@ class ScanResult(msgspec.Struct, kw_only=True):
     reason: str | None = None
     #: which probe identified the service
     probe: str | None = None
+    #: the rule that named the product/version: ``portproof:<probe>/<rule>`` (ours) or
+    #: ``nmap-service-probes:<line>`` (the installed service database)
+    rule: str | None = None
     #: pcap replay only: where the endpoint was seen
     source: ReplaySource | None = None
     #: seconds spent on this port

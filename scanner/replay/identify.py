@@ -688,5 +688,6 @@ def _apply(res: ScanResult, probe: Probe, f: Finding) -> None:
     res.evidence = [EvidenceItem(e.source, e.value) for e in f.evidence]
     res.details = dict(f.details)
     res.extrainfo = f.extrainfo
+    res.rule = f.rule
     res.probe = probe.name
     res.verdict = "identified"
