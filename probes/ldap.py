@@ -51,6 +51,7 @@ from scanner.api import (
     StartTLS,
     Step,
     TLSFailed,
+    prefix_framer,
 )
 from scanner.textproto import decode_text
 
@@ -183,6 +184,7 @@ GLOBAL_CATALOG_PORTS = (3268, 3269)
 def _ldap3() -> SimpleNamespace:
     """ldap3's protocol layer and pyasn1's BER codec, imported on first use (start-up speed)."""
     from ldap3 import BASE, DEREF_NEVER
+    from ldap3.core.exceptions import LDAPInvalidDnError
     from ldap3.core.results import RESULT_CODES
     from ldap3.operation.extended import extended_operation
     from ldap3.operation.search import search_operation
@@ -190,8 +192,13 @@ def _ldap3() -> SimpleNamespace:
     from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp
     from ldap3.utils.dn import parse_dn
     from pyasn1.codec.ber import decoder, encoder
+    from pyasn1.error import PyAsn1Error
 
     return SimpleNamespace(
+        # what pyasn1 raises on bad BER (PyAsn1Error and its subclasses; ValueError from
+        # constraint checks of decoded values; UnicodeError from character-string types)
+        DECODE_ERRORS=(PyAsn1Error, ValueError, UnicodeError),
+        LDAPInvalidDnError=LDAPInvalidDnError,
         BASE=BASE,
         DEREF_NEVER=DEREF_NEVER,
         RESULT_CODES=RESULT_CODES,
@@ -262,6 +269,7 @@ def build_unbind_request(message_id: int) -> bytes:
 # ------------------------------------------------------------------------------------- frame
 
 
+@prefix_framer
 def frame_ldap_message(buf: bytes) -> int | None:
     """Frame one LDAPMessage by its BER definite length.
 
@@ -297,6 +305,7 @@ def frame_ldap_message(buf: bytes) -> int | None:
     return total if len(buf) >= total else None
 
 
+@prefix_framer
 def frame_ldap_or_rest(buf: bytes) -> int | None:
     """Like :func:`frame_ldap_message`, but hand over the whole buffer when it is not LDAP.
 
@@ -331,6 +340,8 @@ class LDAPMessageInfo:
     diagnostic: str | None = None
     #: extendedResp: responseName OID
     response_name: str | None = None
+    #: searchResEntry: values were left out or cut (see _trim_entry)
+    trimmed: bool = False
 
     @property
     def is_notice_of_disconnection(self) -> bool:
@@ -361,6 +372,95 @@ def _text(value: Any) -> str:
     return decode_text(bytes(value))
 
 
+#: a searchResEntry larger than this is trimmed before pyasn1 sees it (see _trim_entry): pyasn1
+#: costs about 8 us per element, so an entry of 330,000 tiny values would block the loop 4 s
+TRIM_ABOVE = 16 * 1024
+#: most values kept per attribute, most values kept in one entry, longest value kept (bytes)
+MAX_VALUES_PER_ATTRIBUTE = 128
+MAX_ENTRY_VALUES = 2048
+MAX_VALUE_BYTES = 2048
+
+
+def _ber_tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the value) of the BER element at ``pos`` (definite lengths
+    only, as LDAP requires); NotThisProtocol when it does not fit before ``end``."""
+    if pos + 2 > end:
+        raise NotThisProtocol("truncated BER element")
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first & 0x80:
+        count = first & 0x7F
+        if count == 0 or count > 4 or pos + count > end:
+            raise NotThisProtocol("bad BER length")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    else:
+        length = first
+    if pos + length > end:
+        raise NotThisProtocol("BER element longer than its container")
+    return tag, pos, pos + length
+
+
+def _ber_len(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _ber(tag: int, value: bytes) -> bytes:
+    return bytes([tag]) + _ber_len(len(value)) + value
+
+
+def _trim_entry(data: bytes) -> tuple[bytes, bool]:
+    """A large searchResEntry rebuilt with at most :data:`MAX_VALUES_PER_ATTRIBUTE` values per
+    attribute, :data:`MAX_ENTRY_VALUES` in all, each cut to :data:`MAX_VALUE_BYTES`; returns the
+    message and whether anything was left out. Other messages come back unchanged.
+
+    Layout (RFC 4511 §4.5.2): ``30`` LDAPMessage { ``02`` messageID, ``64`` searchResEntry {
+    ``04`` objectName, ``30`` attributes { ``30`` PartialAttribute { ``04`` type, ``31`` vals {
+    ``04`` value ... } } ... } }, optional controls }. The walk stops at the caps, so its cost is
+    bounded whatever the message holds (what is left is never looked at).
+    """
+    tag, msg_start, msg_end = _ber_tlv(data, 0, len(data))
+    if tag != 0x30:
+        return data, False
+    tag, _s, id_end = _ber_tlv(data, msg_start, msg_end)
+    if tag != 0x02:
+        return data, False
+    tag, op_start, op_end = _ber_tlv(data, id_end, msg_end)
+    if tag != 0x64:
+        return data, False
+    _tag, _s, dn_end = _ber_tlv(data, op_start, op_end)
+    tag, attrs_start, attrs_end = _ber_tlv(data, dn_end, op_end)
+    if tag != 0x30:
+        return data, False
+    attrs: list[bytes] = []
+    kept = 0
+    cut = False
+    pos = attrs_start
+    while pos < attrs_end and not cut:
+        _tag, a_start, a_end = _ber_tlv(data, pos, attrs_end)
+        pos = a_end
+        _tag, _s, type_end = _ber_tlv(data, a_start, a_end)
+        _tag, v_start, v_end = _ber_tlv(data, type_end, a_end)
+        values: list[bytes] = []
+        vpos = v_start
+        while vpos < v_end:
+            if len(values) >= MAX_VALUES_PER_ATTRIBUTE or kept >= MAX_ENTRY_VALUES:
+                cut = True
+                break
+            vtag, s, e = _ber_tlv(data, vpos, v_end)
+            cut = cut or e - s > MAX_VALUE_BYTES
+            values.append(_ber(vtag, data[s : min(e, s + MAX_VALUE_BYTES)]))
+            kept += 1
+            vpos = e
+        attrs.append(_ber(0x30, data[a_start:type_end] + _ber(0x31, b"".join(values))))
+        cut = cut or (kept >= MAX_ENTRY_VALUES and pos < attrs_end)
+    op = _ber(0x64, data[op_start:dn_end] + _ber(0x30, b"".join(attrs)))
+    return _ber(0x30, data[msg_start:id_end] + op), cut
+
+
 def parse_ldap_message(data: bytes) -> LDAPMessageInfo:
     """Decode one framed LDAPMessage with ldap3's RFC 4511 types.
 
@@ -368,6 +468,9 @@ def parse_ldap_message(data: bytes) -> LDAPMessageInfo:
     pyasn1 decoder's errors are turned into it: hostile bytes never escape as other exceptions).
     """
     lib = _ldap3()
+    trimmed = False
+    if len(data) > TRIM_ABOVE:
+        data, trimmed = _trim_entry(data)
     try:
         message, _rest = lib.decoder.decode(data, asn1Spec=lib.LDAPMessage())
         message_id = int(message["messageID"])
@@ -379,7 +482,8 @@ def parse_ldap_message(data: bytes) -> LDAPMessageInfo:
                 name = _text(attribute["type"])
                 attributes.setdefault(name, []).extend(bytes(v) for v in attribute["vals"])
             return LDAPMessageInfo(
-                message_id=message_id, op=op_name, dn=_text(component["object"]), attributes=attributes
+                message_id=message_id, op=op_name, dn=_text(component["object"]), attributes=attributes,
+                trimmed=trimmed,
             )
         if op_name in _RESULT_OPS:
             code = int(component["resultCode"])
@@ -396,9 +500,7 @@ def parse_ldap_message(data: bytes) -> LDAPMessageInfo:
                 response_name=response_name,
             )
         return LDAPMessageInfo(message_id=message_id, op=op_name)
-    except NotThisProtocol:
-        raise
-    except Exception as exc:  # pyasn1 raises PyAsn1Error and, on some inputs, plain ValueError etc.
+    except lib.DECODE_ERRORS as exc:  # pyasn1's own errors; anything else is a probe bug
         raise NotThisProtocol(f"not a valid LDAP message: {type(exc).__name__}: {exc}"[:300]) from exc
 
 
@@ -454,9 +556,10 @@ def dn_to_dns_name(dn: str | None) -> str | None:
     """``DC=lab,DC=example,DC=test`` -> ``lab.example.test`` (None when the DN has no DC parts)."""
     if not dn:
         return None
+    lib = _ldap3()
     try:
-        parts = _ldap3().parse_dn(dn)
-    except Exception:  # ldap3 raises LDAPInvalidDnError and others on malformed DNs
+        parts = lib.parse_dn(dn)
+    except lib.LDAPInvalidDnError:
         return None
     labels = [value for attr, value, _sep in parts if attr.strip().lower() == "dc"]
     return ".".join(labels).lower() if labels else None
@@ -466,9 +569,10 @@ def site_from_server_name(dn: str | None) -> str | None:
     """The AD site from ``serverName`` (``CN=DC1,CN=Servers,CN=<site>,CN=Sites,...``)."""
     if not dn:
         return None
+    lib = _ldap3()
     try:
-        parts = _ldap3().parse_dn(dn)
-    except Exception:
+        parts = lib.parse_dn(dn)
+    except lib.LDAPInvalidDnError:
         return None
     rdns = [(attr.strip().lower(), value.strip()) for attr, value, _sep in parts]
     for i in range(1, len(rdns)):
@@ -832,6 +936,8 @@ def cldap_finding(messages: list[LDAPMessageInfo], port: int) -> Finding:
     root = parse_root_dse(entry)
     finding = classify_root_dse(root, port)
     finding.details["root_dse"] = root.as_dict()
+    if entry.trimmed:
+        finding.details["root_dse_trimmed"] = True
     finding.details["cldap"] = True
     return finding
 
@@ -959,6 +1065,8 @@ class LDAPProbe(Probe):
         root = parse_root_dse(entries[0])
         finding = ctx.found(classify_root_dse(root, ctx.port))
         finding.details["root_dse"] = root.as_dict()
+        if entries[0].trimmed:
+            finding.details["root_dse_trimmed"] = True
         if done is not None and done.op == "searchResDone":
             finding.add("searchResDone", f"resultCode {done.result_code} {done.result_name}")
         if ctx.implicit_tls:

@@ -44,13 +44,16 @@ from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
     Finding,
+    FrameCursor,
     NotThisProtocol,
     Probe,
     ProbeContext,
     Reconnect,
     Recv,
+    ResumableFramer,
     Send,
     StepError,
+    prefix_framer,
 )
 from scanner.ntlm import NTLMChallenge, NTLMError, build_negotiate, find_ntlmssp, parse_challenge
 
@@ -260,6 +263,7 @@ def parse_pdu_header(buf: bytes) -> PduHeader:
     return PduHeader(vers, minor, ptype, flags, little, frag_len, auth_len, call_id)
 
 
+@prefix_framer
 def frame_dcerpc_pdu(buf: bytes) -> int | None:
     """Frame one DCE/RPC PDU (one fragment) by its ``frag_len``."""
     if len(buf) < 16:
@@ -273,26 +277,51 @@ def frame_dcerpc_pdu(buf: bytes) -> int | None:
     return hdr.frag_len if len(buf) >= hdr.frag_len else None
 
 
-def frame_dcerpc_reply(buf: bytes) -> int | None:
+class _ReplyCursor:
+    """Walks the fragments of a reply once each: ``pos`` is where the next fragment starts."""
+
+    __slots__ = ("frags", "pos")
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.frags = 0
+
+    def feed(self, buf: bytes | bytearray) -> int | None:
+        while True:
+            pos = self.pos
+            head = bytes(buf[pos : pos + 16])
+            if len(head) < 16:
+                frame_dcerpc_pdu(head)  # rejects garbage in an incomplete header at once
+                hdr = None
+            else:
+                hdr = parse_pdu_header(head)
+            if hdr is None or len(buf) < pos + hdr.frag_len:
+                if pos + 16 > MAX_REPLY:
+                    raise NotThisProtocol("DCE/RPC reply larger than the cap")
+                return None
+            self.pos = pos = pos + hdr.frag_len
+            self.frags += 1
+            if pos > MAX_REPLY:
+                raise NotThisProtocol("DCE/RPC reply larger than the cap")
+            if hdr.ptype != PTYPE_RESPONSE or hdr.pfc_flags & PFC_LAST_FRAG:
+                return pos
+            if self.frags >= MAX_FRAGMENTS:
+                raise NotThisProtocol(f"more than {MAX_FRAGMENTS} fragments in one reply")
+
+
+class ReplyFramer(ResumableFramer):
     """Frame a whole DCE/RPC reply: fragments up to the one flagged ``PFC_LAST_FRAG``.
 
     Only ``response`` PDUs are fragmented; any other PDU type is a message by itself. At most
     :data:`MAX_FRAGMENTS` fragments and :data:`MAX_REPLY` bytes.
     """
-    pos = 0
-    for _ in range(MAX_FRAGMENTS):
-        n = frame_dcerpc_pdu(buf[pos:])
-        if n is None:
-            if pos + 16 > MAX_REPLY:
-                raise NotThisProtocol("DCE/RPC reply larger than the cap")
-            return None
-        hdr = parse_pdu_header(buf[pos:])
-        pos += n
-        if pos > MAX_REPLY:
-            raise NotThisProtocol("DCE/RPC reply larger than the cap")
-        if hdr.ptype != PTYPE_RESPONSE or hdr.pfc_flags & PFC_LAST_FRAG:
-            return pos
-    raise NotThisProtocol(f"more than {MAX_FRAGMENTS} fragments in one reply")
+
+    def cursor(self) -> FrameCursor:
+        return _ReplyCursor()
+
+
+#: frame a whole (possibly fragmented) DCE/RPC reply (see :class:`ReplyFramer`)
+frame_dcerpc_reply = ReplyFramer()
 
 
 def _fragments(message: bytes) -> list[tuple[PduHeader, bytes]]:
@@ -429,31 +458,63 @@ class BindReply:
 _RESULTS = {0: "acceptance", 1: "user_rejection", 2: "provider_rejection", 3: "negotiate_ack"}
 
 
+def _scapy_errors() -> tuple[type[Exception], ...]:
+    """What scapy's dissectors raise on malformed bytes: its own ``Scapy_Exception``, and the
+    ``struct.error``/``ValueError``/``UnicodeError`` of field decoding. Anything else (a
+    ``TypeError``, ``AttributeError``, ``KeyError`` ...) is a probe bug and is reported as one."""
+    from scapy.error import Scapy_Exception
+
+    return (Scapy_Exception, struct.error, ValueError, UnicodeError)
+
+
+def _layer(pkt: Any, cls: Any) -> Any:
+    """The ``cls`` layer of a dissected packet (NotThisProtocol when the bytes did not hold it)."""
+    layer = pkt.getlayer(cls)
+    if layer is None:
+        raise NotThisProtocol(f"no {cls.__name__} in the PDU")
+    return layer
+
+
+def _items(seq: Any, cls: Any, what: str) -> list[Any]:
+    """The dissected items of a list field; a malformed part dissects as another class (``Raw``),
+    which is not this protocol (reading its fields would raise AttributeError)."""
+    items = list(seq or [])
+    if not all(isinstance(i, cls) for i in items):
+        raise NotThisProtocol(f"malformed {what}")
+    return items
+
+
+def _int(value: Any, what: str) -> int:
+    """A dissected integer field (None when the bytes ended before it: not this protocol)."""
+    if value is None:
+        raise NotThisProtocol(f"{what} missing")
+    return int(value)
+
+
 def parse_bind_reply(message: bytes) -> BindReply:
     """Parse a ``bind_ack`` or ``bind_nak`` PDU."""
     hdr = parse_pdu_header(message)
     if hdr.ptype not in (PTYPE_BIND_ACK, PTYPE_BIND_NAK) or len(message) < hdr.frag_len:
         raise NotThisProtocol(f"expected bind_ack/bind_nak, got {hdr.ptype_name}")
-    from scapy.layers.dcerpc import DceRpc5, DceRpc5BindAck, DceRpc5BindNak
+    from scapy.layers.dcerpc import DceRpc5, DceRpc5BindAck, DceRpc5BindNak, DceRpc5Result
 
     try:
         pkt = DceRpc5(message[: hdr.frag_len])
         if hdr.ptype == PTYPE_BIND_NAK:
-            nak = pkt[DceRpc5BindNak]
-            return BindReply(kind="bind_nak", reject_reason=int(nak.provider_reject_reason))
-        ack = pkt[DceRpc5BindAck]
+            nak = _layer(pkt, DceRpc5BindNak)
+            return BindReply(kind="bind_nak", reject_reason=_int(nak.provider_reject_reason, "reject reason"))
+        ack = _layer(pkt, DceRpc5BindAck)
         sec = ack.sec_addr.port_spec if ack.sec_addr is not None else b""
+        results = _items(ack.results, DceRpc5Result, "results")[:16]
         return BindReply(
             kind="bind_ack",
-            results=[_RESULTS.get(int(r.result), str(r.result)) for r in ack.results[:16]],
-            max_xmit_frag=int(ack.max_xmit_frag),
-            max_recv_frag=int(ack.max_recv_frag),
-            assoc_group_id=int(ack.assoc_group_id),
-            sec_addr=bytes(sec).rstrip(b"\x00").decode("latin-1") or None,
+            results=[_RESULTS.get(_int(r.result, "result"), str(r.result)) for r in results],
+            max_xmit_frag=_int(ack.max_xmit_frag, "max_xmit_frag"),
+            max_recv_frag=_int(ack.max_recv_frag, "max_recv_frag"),
+            assoc_group_id=_int(ack.assoc_group_id, "assoc_group_id"),
+            sec_addr=bytes(sec or b"").rstrip(b"\x00").decode("latin-1") or None,
         )
-    except NotThisProtocol:
-        raise
-    except Exception as exc:  # scapy raises many kinds on hostile bytes
+    except _scapy_errors() as exc:
         raise NotThisProtocol(f"malformed {hdr.ptype_name}: {exc}") from None
 
 
@@ -556,29 +617,27 @@ def _str(value: Any) -> str:
 
 def parse_tower(tower: bytes) -> Endpoint:
     """Parse a protocol tower (C706 appendix L) into an :class:`Endpoint`."""
-    from scapy.layers.msrpce.ept import protocol_tower_t
+    from scapy.layers.msrpce.ept import prot_and_addr_t, protocol_tower_t
 
     try:
-        floors = protocol_tower_t(tower).floors
+        floors = _items(protocol_tower_t(tower).floors, prot_and_addr_t, "tower floors")
         if len(floors) < 3 or floors[0].protocol_identifier != 0x0D:
             raise NotThisProtocol("protocol tower without an interface floor")
         f0 = floors[0]
         if_uuid = str(f0.uuid).lower()
-        version = f"{int(f0.version)}.{int(f0.rhs) if isinstance(f0.rhs, int) else 0}"
+        version = f"{_int(f0.version, 'interface version')}.{int(f0.rhs) if isinstance(f0.rhs, int) else 0}"
         ep = Endpoint(interface=if_uuid, version=version, name=interface_name(if_uuid))
         if floors[2].protocol_identifier == 0x0C and len(floors) >= 4:  # ncalrpc
             ep.protseq = "ncalrpc"
             ep.endpoint = _str(floors[3].rhs)
         elif len(floors) >= 4:
-            pid = int(floors[3].protocol_identifier)
+            pid = _int(floors[3].protocol_identifier, "protocol identifier")
             ep.protseq = _PROTSEQ.get(pid, f"protocol-{pid:#x}")
             ep.endpoint = _str(floors[3].rhs)
             if len(floors) >= 5:
                 ep.host = _str(floors[4].rhs)
         return ep
-    except NotThisProtocol:
-        raise
-    except Exception as exc:
+    except _scapy_errors() as exc:
         raise NotThisProtocol(f"malformed protocol tower: {exc}") from None
 
 
@@ -625,9 +684,7 @@ def parse_ept_lookup_reply(message: bytes) -> LookupReply:
             if obj is not None and obj.int:
                 ep.object = str(obj)
             entries.append(ep)
-    except NotThisProtocol:
-        raise
-    except Exception as exc:
+    except _scapy_errors() as exc:
         raise NotThisProtocol(f"malformed ept_lookup response: {exc}") from None
     return LookupReply(handle, status, entries)
 
@@ -654,7 +711,7 @@ def parse_ept_map_reply(message: bytes) -> tuple[int, list[Endpoint]]:
             return int(resp.status), eps
         except NotThisProtocol as exc:
             last = str(exc)
-        except Exception as exc:  # scapy raises many kinds on hostile bytes
+        except _scapy_errors() as exc:
             last = f"{type(exc).__name__}: {exc}"
     raise NotThisProtocol(f"malformed ept_map response: {last}")
 

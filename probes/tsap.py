@@ -55,6 +55,7 @@ from scanner.api import (
     RecvTimeout,
     Send,
     Step,
+    prefix_framer,
 )
 
 __all__ = [
@@ -131,6 +132,7 @@ MMS_INITIATE_CN = bytes.fromhex(
 # ---------------------------------------------------------------- TPKT / COTP
 
 
+@prefix_framer
 def frame_tpkt(buf: bytes) -> int | None:
     """Frame one RFC 1006 TPKT: version 3, reserved 0, 16-bit length (at least 7: a COTP header)."""
     if len(buf) >= 1 and buf[0] != 3:

@@ -15,12 +15,22 @@ conversation as a generator (the *dialogue*) that yields steps and receives thei
 
 When the engine cannot do a step it *throws* into the generator: :class:`RecvTimeout`,
 :class:`RecvClosed`, :class:`MessageTooLarge` or :class:`TLSFailed`. A probe may catch them (an
-optional command that goes unanswered) or let them propagate: the engine then reports the status
-and keeps whatever the probe stored with :meth:`ProbeContext.found` as the partial result.
+optional command that goes unanswered) or let them propagate: the status then says what ended the
+dialogue. A finding stored with :meth:`ProbeContext.found` has proved the protocol: it is kept as
+the (partial) result whatever ends the dialogue after it (a step error, :class:`NotThisProtocol`,
+a probe bug), so store it only once the protocol is proved. One runner (``scanner.runner``)
+applies these rules for the live engine, the pcap replay and the test kit alike.
 
 The dialogue returns a :class:`Finding`, or raises :class:`NotThisProtocol` when the bytes are not
 its protocol. Framers and parsers are plain functions over ``bytes`` so that the live engine, the
-pcap replay and the transcript tests all drive the very same code.
+pcap replay and the transcript tests all drive the very same code (through one runner,
+``scanner.runner``).
+
+Framers that remember: a plain framer is called on the whole buffer each time bytes arrive, so a
+reply dripped one byte at a time costs quadratic time. A :class:`ResumableFramer` (every built-in
+framer is one) also gives a :class:`FrameCursor` per message that looks only at the bytes it has
+not seen yet; :func:`prefix_framer` marks a framer that reads a fixed-size header (a length
+prefix), whose cost does not depend on the buffer's length.
 
 Everything not exported here is private to portproof and may change without notice.
 """
@@ -30,12 +40,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from functools import update_wrapper
+from typing import Any, ClassVar, Literal, Protocol
 
 __all__ = [
     "Dialogue",
     "Evidence",
     "Finding",
+    "FrameCursor",
     "Framer",
     "MessageTooLarge",
     "NotThisProtocol",
@@ -46,6 +58,7 @@ __all__ = [
     "Recv",
     "RecvClosed",
     "RecvTimeout",
+    "ResumableFramer",
     "Send",
     "StartTLS",
     "Step",
@@ -53,6 +66,8 @@ __all__ = [
     "TLSFacts",
     "TLSFailed",
     "Transport",
+    "frame_cursor",
+    "prefix_framer",
 ]
 
 Transport = Literal["tcp", "udp"]
@@ -60,6 +75,85 @@ Transport = Literal["tcp", "udp"]
 #: A framer looks at the buffered bytes and returns the length of the first complete message,
 #: ``None`` when more bytes are needed, or raises :class:`NotThisProtocol`.
 Framer = Callable[[bytes], "int | None"]
+
+
+class FrameCursor(Protocol):
+    """Frames one message out of a receive buffer that only grows between calls.
+
+    ``feed(buf)`` gets every byte buffered for the message so far (the bytes of the previous call
+    plus new ones at the end; a ``bytearray`` the cursor must not keep) and answers like a framer:
+    the message length, ``None`` for "need more", or :class:`NotThisProtocol`. It looks only at
+    bytes it has not examined yet, so each byte costs a bounded amount of work.
+    """
+
+    def feed(self, buf: bytes | bytearray) -> int | None:
+        """The length of the first complete message in ``buf``, or None (see the class doc)."""
+        ...
+
+
+class ResumableFramer:
+    """A framer with memory: :meth:`cursor` gives a fresh :class:`FrameCursor` per message; calling
+    the framer itself frames a whole buffer at once (the plain :data:`Framer` contract), through
+    the very same cursor code. Subclass and implement :meth:`cursor`."""
+
+    def cursor(self) -> FrameCursor:
+        """A new cursor, for one message."""
+        raise NotImplementedError
+
+    def __call__(self, buf: bytes) -> int | None:
+        """Frame ``buf`` whole (the plain framer contract)."""
+        return self.cursor().feed(buf)
+
+
+class _WholeBuffer:
+    """The cursor of a plain framer: frames the whole buffer (as ``bytes``) at every call."""
+
+    __slots__ = ("framer",)
+
+    def __init__(self, framer: Framer) -> None:
+        self.framer = framer
+
+    def feed(self, buf: bytes | bytearray) -> int | None:
+        return self.framer(buf if isinstance(buf, bytes) else bytes(buf))
+
+
+class _PrefixFramer(ResumableFramer):
+    """See :func:`prefix_framer`."""
+
+    def __init__(self, fn: Callable[[bytes], int | None]) -> None:
+        self.fn = fn
+        update_wrapper(self, fn)  # name, docstring and module of the function
+
+    def cursor(self) -> FrameCursor:
+        return self
+
+    def feed(self, buf: bytes | bytearray) -> int | None:
+        # the function only reads a fixed-size header and compares lengths: given the live buffer
+        # (no copy), each call costs the same whatever the buffer's length
+        return self.fn(buf)  # type: ignore[arg-type]
+
+    def __call__(self, buf: bytes) -> int | None:
+        return self.fn(buf)
+
+    def __repr__(self) -> str:
+        return f"<framer {self.fn.__module__}.{self.fn.__qualname__}>"
+
+
+def prefix_framer(fn: Callable[[bytes], int | None]) -> ResumableFramer:
+    """Mark ``fn`` as a framer whose cost does not depend on the buffer's length (it reads a
+    fixed-size header, such as a length prefix, and compares lengths; it must accept a
+    ``bytearray``). The runner then calls it on the live buffer without copying it."""
+    return _PrefixFramer(fn)
+
+
+def frame_cursor(framer: Framer) -> FrameCursor:
+    """A cursor for one message: the framer's own when it is resumable (has a ``cursor()``), else
+    one that frames the whole buffer at each call (plain framers of third-party plugins)."""
+    make = getattr(framer, "cursor", None)
+    if callable(make):
+        cursor: FrameCursor = make()
+        return cursor
+    return _WholeBuffer(framer)
 
 
 class NotThisProtocol(Exception):
@@ -214,7 +308,7 @@ class ProbeContext:
     host_facts: dict[str, Any] = field(default_factory=dict)
     #: the name the client announces in EHLO/HELO and similar commands
     client_name: str = "portproof.invalid"
-    #: the partial finding stored with :meth:`found`; the engine reports it if a step fails
+    #: the finding stored with :meth:`found`: kept whatever ends the dialogue after it
     partial: Finding | None = None
     #: True when the dialogue is driven over a capture (pcap replay): follow-up requests whose
     #: answers a capture cannot hold should be skipped
@@ -224,7 +318,10 @@ class ProbeContext:
     responses: dict[str, bytes] = field(default_factory=dict)
 
     def found(self, finding: Finding) -> Finding:
-        """Remember ``finding`` as the result so far and return it (for incremental dialogues)."""
+        """Remember ``finding`` as the result so far and return it (for incremental dialogues).
+
+        Call it once the bytes have proved the protocol: the finding is then reported even if the
+        dialogue ends later on an error or a :class:`NotThisProtocol`."""
         self.partial = finding
         return finding
 

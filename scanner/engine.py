@@ -40,32 +40,23 @@ from typing import Any
 import msgspec
 
 from scanner.api import (
-    MAX_RECONNECTS,
     Finding,
-    MessageTooLarge,
-    NotThisProtocol,
     Probe,
     ProbeContext,
-    Reconnect,
-    Recv,
     RecvClosed,
-    RecvTimeout,
-    Send,
-    StartTLS,
-    StepError,
     TLSFacts,
     TLSFailed,
 )
+from scanner.breadth import DatabaseHandle, refine
 from scanner.profile import PortEntry, Profile, load_profile, parse_ports
 from scanner.registry import Registry, load_registry
-from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo, step_status
+from scanner.results import Attempt, EvidenceItem, ScanResult, Status, TLSInfo
+from scanner.runner import Done, DoReconnect, DoStartTLS, NeedData, Runner, SendBytes, try_match
 from scanner.targets import Target, expand_targets
 from scanner.textproto import decode_text
 
 __all__ = ["ScanOptions", "Scanner", "scan", "scan_sync"]
 
-#: most steps one dialogue may take (a runaway generator is a probe bug)
-MAX_STEPS = 500
 #: bytes of the greeting offered to matchers and kept as the banner
 GREETING_CAP = 4096
 BANNER_KEEP = 512
@@ -109,6 +100,11 @@ class ScanOptions:
     #: keep every result in memory for ``run``'s return value; False when results are streamed
     #: (``-o jsonl``) so memory stays flat over millions of ports
     keep_results: bool = True
+    #: the service database file (nmap-service-probes) read at run time; None: the default
+    #: (``PORTPROOF_SERVICE_DB``, then Debian's ``/usr/share/nmap/nmap-service-probes``)
+    service_db: str | None = None
+    #: False: only portproof's own rules name products (``--no-service-db``)
+    use_service_db: bool = True
 
 
 @dataclass
@@ -122,34 +118,16 @@ class _Outcome:
     banner: bytes = b""
     attempts: list[Attempt] = field(default_factory=list)
     error: str | None = None
-
-
-class _ProbeBug(Exception):
-    def __init__(self, tb: str) -> None:
-        super().__init__("probe raised an unexpected exception")
-        self.tb = tb
+    #: what the server sent on connect before any request (the service database's NULL probe)
+    greeting: bytes = b""
+    #: tagged replies of every dialogue on the port (``Recv(tag=...)``), first per tag
+    responses: dict[str, bytes] = field(default_factory=dict)
 
 
 class _ConnectFailed(Exception):
-    def __init__(self, status: str, message: str) -> None:
+    def __init__(self, status: Status, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _status_of(exc: BaseException) -> str:
-    """Map a low-level error to one of the result statuses (after zgrab2's TryGetScanStatus)."""
-    status = step_status(exc)
-    if status is not None:
-        return status
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection-refused"
-    if isinstance(exc, TimeoutError):
-        return "io-timeout"
-    if isinstance(exc, ssl.SSLError):
-        return "tls-error"
-    if isinstance(exc, OSError):
-        return "connection-error"
-    return "probe-bug"
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -193,6 +171,11 @@ def tls_info_from(obj: ssl.SSLObject | ssl.SSLSocket | None, mode: str) -> tuple
     return info, TLSFacts(version=version, cipher=cipher[0] if cipher else "?", certificate_der=der, alpn=alpn)
 
 
+#: a reply arriving in reads smaller than this (twice in a row, the message still incomplete) is
+#: read at most every DRIP_PAUSE s: a peer dripping one byte per millisecond then costs one wake-up
+#: per ten bytes, not one per byte (at most DRIP_PAUSE s later than it could have been framed)
+DRIP_PIECE = 256
+DRIP_PAUSE = 0.01
 #: bytes a connection buffers ahead of the dialogue before it stops reading from the socket
 #: (what ``asyncio.open_connection(limit=1 << 20)`` allowed: twice the limit)
 READ_AHEAD = 2 << 20
@@ -251,6 +234,8 @@ class _TCPConn(_Wakeable, asyncio.Protocol):
         self._exc: BaseException | None = None
         self._paused = False
         self._over_ssl = False
+        #: consecutive small reads that left the same Recv incomplete (a dripping peer)
+        self._trickle = 0
 
     # ---------------------------------------------------------------- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -309,6 +294,10 @@ class _TCPConn(_Wakeable, asyncio.Protocol):
 
     def _got(self, data: bytes) -> None:
         self.buf += data
+        self._note(data)
+
+    def _note(self, data: bytes) -> None:
+        """Keep the first bytes as the banner and hand ``data`` to the recorder."""
         if len(self.seen) < BANNER_KEEP:
             self.seen += data[: BANNER_KEEP - len(self.seen)]
         if self.recorder is not None:
@@ -346,48 +335,50 @@ class _TCPConn(_Wakeable, asyncio.Protocol):
         except (OSError, ssl.SSLError, RuntimeError) as exc:
             raise RecvClosed(f"send failed: {exc}") from exc
 
-    async def recv(self, step: Recv, timeout: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (step.timeout if step.timeout is not None else timeout)
-        max_size = step.max_size
-        framer = step.framer
-        while True:
-            buf = self.buf
-            if buf:
-                view = bytes(buf) if len(buf) <= max_size else bytes(memoryview(buf)[:max_size])
-                try:
-                    n = framer(view)
-                except NotThisProtocol:
-                    raise
-                except Exception as exc:
-                    raise _ProbeBug(traceback.format_exc()) from exc
-                if n is not None:
-                    if not isinstance(n, int) or n <= 0 or n > len(view):
-                        raise _ProbeBug(f"framer returned {n!r} for a buffer of {len(view)} bytes")
-                    if n == len(buf):
-                        buf.clear()
-                        return view if len(view) == n else view[:n]
-                    msg = view[:n]
-                    del buf[:n]
-                    return msg
-                if len(buf) >= max_size:
-                    raise MessageTooLarge(f"message larger than {max_size} bytes", bytes(buf[:256]))
-            if self.closed:
-                raise RecvClosed("connection closed before a complete message", bytes(self.buf[:256]))
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise RecvTimeout("read timed out", bytes(self.buf[:256]))
+    async def pump(self, runner: Runner, remaining: float) -> None:
+        """Wait up to ``remaining`` s for bytes and report what happened to ``runner`` (which
+        buffers and frames them)."""
+        if self.closed:
+            runner.peer_closed()
+            return
+        if remaining <= 0:
+            runner.timed_out()
+            return
+        waiting = runner.next_request()
+        if self._trickle >= 2 and len(self.incoming) < DRIP_PIECE and not self._eof and self._exc is None:
+            # the peer drips this reply in tiny pieces: let the kernel gather them for a moment
+            # (reading paused) rather than wake, read and frame once per byte; a reply that
+            # comes whole never waits here
+            pause = min(DRIP_PAUSE, remaining)
+            transport = self.transport
+            hold = transport is not None and not self._paused and not transport.is_closing()
+            if hold:
+                with contextlib.suppress(Exception):
+                    transport.pause_reading()  # type: ignore[union-attr]
             try:
-                data = await self._read(65536, remaining)
-            except TimeoutError:
-                raise RecvTimeout("read timed out", bytes(self.buf[:256])) from None
-            except (OSError, ssl.SSLError) as exc:
-                self.closed = True
-                raise RecvClosed(f"connection error: {exc}", bytes(self.buf[:256])) from exc
-            if not data:
-                self.closed = True
-                continue
-            self._got(data)
+                await asyncio.sleep(pause)
+            finally:
+                if hold and not self._paused:
+                    with contextlib.suppress(Exception):
+                        transport.resume_reading()  # type: ignore[union-attr]
+            remaining -= pause
+        try:
+            data = await self._read(65536, remaining)
+        except TimeoutError:
+            runner.timed_out()
+            return
+        except (OSError, ssl.SSLError) as exc:
+            self.closed = True
+            runner.peer_closed(f"connection error: {exc}")
+            return
+        if not data:
+            self.closed = True
+            runner.peer_closed()
+            return
+        self._note(data)
+        runner.receive_data(data)
+        small = len(data) < DRIP_PIECE and runner.next_request() == waiting  # still the same Recv
+        self._trickle = self._trickle + 1 if small else 0
 
     async def start_tls(self, server_name: str | None, timeout: float, mode: str) -> TLSFacts:
         if self.buf or self.incoming:
@@ -468,8 +459,8 @@ class _UDPConn:
             self.recorder.client(self, data)
         self.transport.sendto(data)
 
-    async def recv(self, step: Recv, timeout: float) -> bytes:
-        wait = step.timeout if step.timeout is not None else timeout
+    async def pump(self, runner: Runner, wait: float) -> None:
+        """Wait up to ``wait`` s for one datagram and report it (or the silence) to ``runner``."""
         proto = self.proto
         if not proto.queue and not proto.refused and wait > 0:
             await proto._sleep(wait)
@@ -480,18 +471,11 @@ class _UDPConn:
                 self.seen += data[: BANNER_KEEP - len(self.seen)]
             if self.recorder is not None:
                 self.recorder.server(self, data)
-            if len(data) > step.max_size:
-                raise MessageTooLarge("datagram larger than max_size", data[:256])
-            try:
-                step.framer(data)
-            except NotThisProtocol:
-                raise
-            except Exception as exc:
-                raise _ProbeBug(traceback.format_exc()) from exc
-            return data
-        if proto.refused:
-            raise ConnectionRefusedError("ICMP port unreachable")
-        raise RecvTimeout("no datagram within the timeout")
+            runner.receive_data(data)
+        elif proto.refused:
+            runner.refused()
+        else:
+            runner.timed_out()
 
     def abort(self) -> None:
         self.transport.close()
@@ -602,6 +586,8 @@ class Scanner:
         self._hinted_cache: dict[tuple[int, str, str | None], list[Probe]] = {}
         self._others_cache: dict[tuple[str, frozenset[str]], list[Probe]] = {}
         self._server_first_cache: dict[frozenset[str], list[Probe]] = {}
+        #: the service database behind our probes, loaded on first need (see scanner.breadth)
+        self.service_db = DatabaseHandle(self.options.service_db, self.options.use_service_db)
 
     # ------------------------------------------------------------------ planning
     def _hinted(self, port: int, transport: str, entry: PortEntry) -> list[Probe]:
@@ -681,9 +667,14 @@ class Scanner:
                 raise
         return conn
 
-    def _ctx(self, target: Target, port: int, transport: str, conn: _TCPConn | _UDPConn) -> ProbeContext:
+    def _ctx(
+        self, target: Target, port: int, transport: str, conn: _TCPConn | _UDPConn, out: _Outcome | None = None
+    ) -> ProbeContext:
+        """The context of one dialogue; its ``responses`` is the port's own dict (first reply per tag
+        over all dialogues of the port, for the service database)."""
         facts = conn.facts if isinstance(conn, _TCPConn) else None
         return ProbeContext(
+            responses=out.responses if out is not None else {},
             address=target.address,
             port=port,
             transport=transport,  # type: ignore[arg-type]
@@ -709,104 +700,77 @@ class Scanner:
     ) -> Finding | None:
         """Run one probe's dialogue over ``conn``; record the attempt; return its finding.
 
-        On a ``Reconnect`` step the connection is replaced through ``reopen``; the connection in
-        use at the end is left in ``box[0]`` for the caller.
+        The dialogue itself is driven by :class:`scanner.runner.Runner` (budgets, framing, partial
+        results, statuses); this adapter only carries out its requests on the connection. On a
+        ``Reconnect`` the connection is replaced through ``reopen``; the connection in use at the
+        end is left in ``box[0]`` for the caller.
         """
-        reconnects = 0
         t0 = time.monotonic()
-        status, error, tb = "success", None, None
-        finding: Finding | None = None
-        try:
-            gen = probe.dialogue(ctx)
-        except Exception:
-            gen = None
-            status, error, tb = "probe-bug", "dialogue() raised", traceback.format_exc()
-        value: Any = None
-        throw: BaseException | None = None
-        steps = 0
-        while gen is not None:
-            steps += 1
-            try:
-                if steps > MAX_STEPS:
-                    raise _ProbeBug(f"dialogue took more than {MAX_STEPS} steps")
-                step = gen.throw(throw) if throw is not None else gen.send(value)
-            except StopIteration as stop:
-                finding = stop.value
-                if not isinstance(finding, Finding):
-                    status, error = "probe-bug", f"dialogue returned {type(finding).__name__}, not a Finding"
-                    finding = None
+        opts = self.options
+        udp = isinstance(conn, _UDPConn)
+        runner = Runner(probe, ctx, can_reconnect=not udp and reopen is not None and box is not None)
+        if isinstance(conn, _TCPConn):
+            # the greeting read before the dialogue: the runner's receive buffer starts with it
+            runner.receive_data(bytes(conn.buf))
+            conn.buf.clear()
+            if conn.closed:
+                runner.peer_closed()
+        default_wait = opts.udp_timeout if udp else (read_timeout or opts.read_timeout)
+        loop = asyncio.get_running_loop()
+        recv_no, deadline = -1, 0.0
+        while True:
+            req = runner.next_request()
+            if isinstance(req, Done):
                 break
-            except (NotThisProtocol, StepError) as exc:
-                status, error = _status_of(exc), str(exc)
-                if not isinstance(exc, NotThisProtocol):
-                    finding = ctx.partial
-                if exc is not throw and isinstance(exc, StepError) and exc.partial:
-                    pass
-                break
-            except _ProbeBug as exc:
-                status, error, tb = "probe-bug", str(exc), exc.tb
-                break
-            except Exception as exc:
-                status, error, tb = "probe-bug", f"{type(exc).__name__}: {exc}", traceback.format_exc()
-                finding = ctx.partial
-                break
-            throw, value = None, None
-            try:
-                if isinstance(step, Send):
-                    await conn.send(bytes(step.data))
-                elif isinstance(step, Recv):
-                    udp = isinstance(conn, _UDPConn)
-                    wait = self.options.udp_timeout if udp else (read_timeout or self.options.read_timeout)
-                    value = await conn.recv(step, wait)
-                elif isinstance(step, Reconnect):
-                    reconnects += 1
-                    if not isinstance(conn, _TCPConn) or reopen is None or box is None:
-                        throw = RecvClosed("Reconnect is not available on this connection")
-                    elif reconnects > MAX_RECONNECTS:
-                        raise _ProbeBug(f"dialogue asked to reconnect more than {MAX_RECONNECTS} times")
-                    else:
-                        conn.abort()
-                        fresh = await reopen()
-                        if fresh is None:
-                            throw = RecvClosed("reconnect failed")
-                        else:
-                            conn = box[0] = fresh
-                            ctx.tls = fresh.facts
-                elif isinstance(step, StartTLS):
-                    if not isinstance(conn, _TCPConn):
-                        throw = TLSFailed("StartTLS on a UDP socket")
-                    else:
-                        value = await conn.start_tls(
-                            step.server_name or ctx.hostname, self.options.tls_timeout, "starttls"
-                        )
-                        ctx.tls = value
+            if isinstance(req, SendBytes):
+                try:
+                    await conn.send(req.data)
+                except RecvClosed as exc:
+                    runner.send_failed(str(exc))
                 else:
-                    raise _ProbeBug(f"dialogue yielded {type(step).__name__}, not a step")
-            except _ProbeBug as exc:
-                status, error, tb = "probe-bug", str(exc), exc.tb
-                finding = ctx.partial
-                break
-            except ConnectionRefusedError:
-                out.state = "closed"
-                status, error = "connection-refused", "port unreachable"
-                break
-            except (NotThisProtocol, StepError) as exc:
-                throw = exc
-        if gen is not None:
-            with contextlib.suppress(Exception):
-                gen.close()
+                    runner.sent()
+            elif isinstance(req, NeedData):
+                if req.recv != recv_no:  # a new Recv step: its time limit starts now
+                    recv_no = req.recv
+                    deadline = loop.time() + (req.timeout if req.timeout is not None else default_wait)
+                await conn.pump(runner, deadline - loop.time())
+            elif isinstance(req, DoStartTLS) and isinstance(conn, _TCPConn):
+                try:
+                    facts = await conn.start_tls(req.server_name, opts.tls_timeout, "starttls")
+                except TLSFailed as exc:
+                    runner.tls_failed(str(exc))
+                else:
+                    runner.tls_started(facts)
+            elif isinstance(req, DoReconnect) and isinstance(conn, _TCPConn) and reopen is not None and box:
+                conn.abort()
+                fresh = await reopen()
+                if fresh is None:
+                    runner.reconnect_failed("reconnect failed")
+                else:
+                    conn = box[0] = fresh
+                    runner.reconnected(fresh.facts)
+                    runner.receive_data(bytes(fresh.buf))
+                    fresh.buf.clear()
+            else:  # the runner never asks this of a connection that cannot do it
+                raise RuntimeError(f"runner request {req!r} on {type(conn).__name__}")
+        result = runner.outcome
+        if isinstance(conn, _TCPConn):
+            conn.buf[:0] = runner.buffered  # bytes left unread stay with the connection
+        if result.status == "connection-refused":
+            out.state = "closed"
         out.attempts.append(
             Attempt(
                 probe=probe.name,
-                status=status,
+                status=result.status,
                 tls=tls,
                 elapsed_ms=round((time.monotonic() - t0) * 1000, 1),
-                error=error[:300] if error else None,
-                traceback=tb,
+                error=result.error[:300] if result.error else None,
+                traceback=result.traceback,
             )
         )
-        if finding is not None and not isinstance(finding, Finding):
-            finding = None
+        if result.status == "connection-refused":
+            return None
+        finding: Finding | None = result.finding
         return finding
 
     # ------------------------------------------------------------------ TCP
@@ -837,17 +801,18 @@ class Scanner:
         greeting = await conn.read_some(wait)
         if greeting and not out.banner:
             out.banner = greeting[:BANNER_KEEP]
+        if greeting and not out.greeting:
+            out.greeting = greeting
         dirty = False
         tried: set[str] = set()
         try:
             if greeting:
                 for probe in self._server_first(hinted):
-                    try:
-                        ok = bool(probe.match(greeting))
-                    except Exception:
+                    ok, tb = try_match(probe, greeting)
+                    if tb is not None:
                         out.attempts.append(
                             Attempt(probe=probe.name, status="probe-bug", tls=tls, error="match() raised",
-                                    traceback=traceback.format_exc())
+                                    traceback=tb)
                         )
                         continue
                     if not ok:
@@ -884,6 +849,7 @@ class Scanner:
                 more = await conn.read_some(opts.greeting_wait)
                 if more:
                     out.banner = more[:BANNER_KEEP]
+                    out.greeting = out.greeting or more
             if not greeting and not dirty and not conn.seen:
                 # no probe ran on this connection: say what the port did (silent, or closed at once)
                 out.attempts.append(Attempt(
@@ -899,7 +865,7 @@ class Scanner:
         try:
             return await self._open_tcp(target.address, port, tls, target.hostname)
         except (_ConnectFailed, TLSFailed) as exc:
-            status = exc.status if isinstance(exc, _ConnectFailed) else "tls-error"
+            status: Status = exc.status if isinstance(exc, _ConnectFailed) else "tls-error"
             out.attempts.append(Attempt(probe="connect", status=status, tls=tls, error=str(exc)[:300]))
             return None
 
@@ -915,7 +881,7 @@ class Scanner:
     ) -> tuple[bool, _TCPConn]:
         """Drive ``probe`` on ``conn``; return whether it identified the service, and the
         connection in use at the end (a dialogue may have reconnected)."""
-        ctx = self._ctx(target, entry.port, "tcp", conn)
+        ctx = self._ctx(target, entry.port, "tcp", conn, out)
         box = [conn]
 
         async def reopen() -> _TCPConn | None:
@@ -976,7 +942,7 @@ class Scanner:
             if self.options.recorder is not None:
                 self.options.recorder.opened_udp(conn, target.address, entry.port)
             try:
-                ctx = self._ctx(target, entry.port, "udp", conn)
+                ctx = self._ctx(target, entry.port, "udp", conn, out)
                 finding = await self._drive(probe, conn, ctx, out, False)
             finally:
                 conn.abort()
@@ -1013,7 +979,30 @@ class Scanner:
             out.attempts.append(Attempt(probe="engine", status="probe-bug", error=f"{type(exc).__name__}: {exc}",
                                         traceback=traceback.format_exc()))
             out.error = f"internal error: {type(exc).__name__}: {exc}"
+        self._refine(out)
         return build_result(target, entry, out, time.monotonic() - t0)
+
+    def _refine(self, out: _Outcome) -> None:
+        """Let the service database complete what our probes found (scanner.breadth.refine)."""
+        if out.state not in ("open", "unknown", "open|filtered") or not (out.greeting or out.responses):
+            return
+        f = out.finding
+        if f is not None and f.product and f.version:
+            return
+        db = self.service_db.get()
+        if db is None:
+            return
+        tls = out.tls is not None if f is not None else False
+        try:
+            refined = refine(f, db, greeting=out.greeting, responses=out.responses, tls=tls)
+        except Exception as exc:  # the database layer must never cost us a result
+            out.attempts.append(Attempt(probe="servicedb", status="probe-bug", error=f"{type(exc).__name__}: {exc}",
+                                        traceback=traceback.format_exc()))
+            return
+        if refined is not None and f is None:
+            out.finding, out.probe = refined, "servicedb"
+            if out.state != "open":
+                out.state = "open"
 
     # ------------------------------------------------------------------ many
     async def run(

@@ -23,29 +23,24 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scanner.api import (
+    Dialogue,
     Finding,
     Framer,
-    MessageTooLarge,
     NotThisProtocol,
     Probe,
     ProbeContext,
-    Reconnect,
     Recv,
-    RecvClosed,
-    Send,
-    StartTLS,
-    StepError,
     TLSFacts,
-    TLSFailed,
     Transport,
 )
 from scanner.results import ScanResult
+from scanner.runner import MAX_STEPS, Done, DoReconnect, DoStartTLS, NeedData, Runner, SendBytes
 
 __all__ = [
     "FAKE_TLS",
@@ -53,6 +48,7 @@ __all__ = [
     "ContractError",
     "ContractReport",
     "DialogueRun",
+    "SILENT",
     "Transcript",
     "assert_probe_contract",
     "check_probe_contract",
@@ -62,7 +58,20 @@ __all__ = [
     "io_import_problems",
     "replay_pcap",
     "run_dialogue",
+    "run_scripted",
 ]
+
+
+class _Silent:
+    """See :data:`SILENT`."""
+
+    def __repr__(self) -> str:
+        return "SILENT"
+
+
+#: in a transcript given as a list: the server stays silent here, so the ``Recv`` waiting at this
+#: point times out (:class:`~scanner.api.RecvTimeout`) as it would live
+SILENT = _Silent()
 
 
 @dataclass
@@ -79,6 +88,12 @@ class DialogueRun:
     ctx: ProbeContext | None = None
     #: the framer of every ``Recv`` step, in order (the contract check feeds them hostile bytes)
     framers: list[Framer] = field(default_factory=list)
+    #: how it ended, as a live scan's attempt would say (``success``, ``no-match``, ``probe-bug``...)
+    status: str = "success"
+    #: for ``probe-bug``: the traceback
+    traceback: str | None = None
+    #: the ``tag`` of every ``Recv`` step, in order (None for untagged ones)
+    tags: list[str | None] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -88,7 +103,7 @@ class DialogueRun:
 
 def run_dialogue(
     probe: Probe,
-    server: bytes | Sequence[bytes],
+    server: bytes | Sequence[bytes | _Silent],
     *,
     port: int = 0,
     transport: Transport = "tcp",
@@ -98,14 +113,21 @@ def run_dialogue(
     hostname: str | None = None,
     host_facts: dict[str, object] | None = None,
     seed: int = 0,
-    max_steps: int = 1000,
+    max_steps: int = MAX_STEPS,
+    raise_bugs: bool = True,
 ) -> DialogueRun:
-    """Drive ``probe.dialogue`` against recorded server bytes, with no I/O.
+    """Drive ``probe.dialogue`` against recorded server bytes, with no I/O, through the very runner
+    a live scan uses (:class:`scanner.runner.Runner`: same step budget, framing, partial results).
 
-    TCP: ``server`` is the server's byte stream (a list is joined); each ``Recv`` frames the next
-    message out of it, and the end of the stream is a close (:class:`RecvClosed`). UDP: ``server``
-    is a list of datagrams, one per ``Recv``. ``StartTLS`` returns ``tls`` (or fails when it is
-    None); the bytes after it are taken as the decrypted stream.
+    TCP: ``server`` is the server's byte stream, or a list of its segments given one per wait
+    (:data:`SILENT` in the list: that wait times out); the end of the stream is a close
+    (:class:`RecvClosed`). UDP: ``server`` is a list of datagrams, one per ``Recv``. ``StartTLS``
+    returns ``tls`` (or fails when it is None); the bytes after it are taken as the decrypted
+    stream; after a ``Reconnect`` the recorded stream goes on as the new connection's bytes.
+
+    A probe bug (an exception other than NotThisProtocol or a step error, a framer breaking its
+    contract, the step budget) is raised again when ``raise_bugs`` (the contract check relies on
+    it); with ``raise_bugs=False`` the run says ``status="probe-bug"`` and keeps the partial finding.
     """
     ctx = ProbeContext(
         address=address,
@@ -117,91 +139,137 @@ def run_dialogue(
         rng=random.Random(seed),
         host_facts=dict(host_facts or {}),
     )
-    if transport == "udp":
-        datagrams = [server] if isinstance(server, bytes) else list(server)
-        stream = b""
-    else:
-        stream = server if isinstance(server, bytes) else b"".join(server)
-        datagrams = []
-    run = DialogueRun(finding=None, ctx=ctx)
-    gen = probe.dialogue(ctx)
-    value: object = None
-    throw: BaseException | None = None
-    try:
-        for _ in range(max_steps):
-            step = gen.throw(throw) if throw is not None else gen.send(value)
-            throw, value = None, None
-            if isinstance(step, Send):
-                run.sent.append(step.data)
-            elif isinstance(step, Recv):
-                run.framers.append(step.framer)
-                if transport == "udp":
-                    if not datagrams:
-                        throw = RecvClosed("no more datagrams")
-                        continue
-                    dgram = datagrams.pop(0)
-                    try:
-                        step.framer(dgram)
-                    except NotThisProtocol as exc:
-                        throw = exc
-                        continue
-                    value = dgram
-                    continue
-                try:
-                    n = step.framer(stream[: step.max_size])
-                except NotThisProtocol as exc:
-                    throw = exc
-                    continue
-                if n is None:
-                    if len(stream) >= step.max_size:
-                        throw = MessageTooLarge("message exceeds max_size", stream[:256])
-                    else:
-                        throw = RecvClosed("stream ended before a complete message", stream[:256])
-                    continue
-                _check_framed(step.framer, n, min(len(stream), step.max_size))
-                value, stream = stream[:n], stream[n:]
-            elif isinstance(step, Reconnect):
-                # the recorded stream goes on with the new connection's bytes
-                ctx.tls = tls if implicit_tls else None
-            elif isinstance(step, StartTLS):
-                if tls is None:
-                    throw = TLSFailed("no TLS in this transcript")
-                else:
-                    ctx.tls = tls
-                    value = tls
+    items: list[bytes | _Silent] = [server] if isinstance(server, bytes) else list(server)
+    items.reverse()  # popped from the end
+    runner = Runner(probe, ctx, max_steps=max_steps, unread_at_starttls="keep", record=True)
+    _run(runner, lambda: items.pop() if items else None, None, tls, implicit_tls)
+    return _result(runner, ctx, raise_bugs)
+
+
+def run_scripted(
+    probe: Probe,
+    respond: Callable[[bytes], bytes | None],
+    *,
+    port: int = 0,
+    transport: Transport = "tcp",
+    address: str = "192.0.2.1",
+    tls: TLSFacts | None = None,
+    implicit_tls: bool = False,
+    hostname: str | None = None,
+    host_facts: dict[str, object] | None = None,
+    seed: int = 0,
+    max_steps: int = MAX_STEPS,
+    raise_bugs: bool = True,
+) -> DialogueRun:
+    """Like :func:`run_dialogue`, but against a scripted server: ``respond(sent)`` answers each
+    ``Send`` (TCP: bytes added to the stream; UDP: one datagram) or returns None to stay silent
+    (the next ``Recv`` then times out, as it would live). For servers whose answers depend on the
+    request: ids, questions, tags."""
+    ctx = ProbeContext(
+        address=address,
+        port=port,
+        transport=transport,
+        hostname=hostname,
+        tls=tls if implicit_tls else None,
+        implicit_tls=implicit_tls,
+        rng=random.Random(seed),
+        host_facts=dict(host_facts or {}),
+    )
+    pending: list[bytes] = []
+
+    def on_send(data: bytes) -> None:
+        reply = respond(data)
+        if reply is not None:
+            pending.append(reply)
+
+    runner = Runner(probe, ctx, max_steps=max_steps, unread_at_starttls="keep", record=True)
+    _run(runner, lambda: pending.pop(0) if pending else SILENT, on_send, tls, implicit_tls)
+    return _result(runner, ctx, raise_bugs)
+
+
+def _run(
+    runner: Runner,
+    next_input: Callable[[], bytes | _Silent | None],
+    on_send: Callable[[bytes], None] | None,
+    tls: TLSFacts | None,
+    implicit_tls: bool,
+) -> None:
+    """The kit's adapter over the runner: ``next_input()`` answers each wait (bytes, SILENT for a
+    timeout, None for the end of the stream); ``on_send`` sees each payload sent."""
+    while True:  # bounded: each wait consumes an input or ends the stream; other requests are steps
+        req = runner.next_request()
+        if isinstance(req, Done):
+            return
+        if isinstance(req, SendBytes):
+            if on_send is not None:
+                on_send(req.data)
+            runner.sent()
+        elif isinstance(req, NeedData):
+            item = next_input()
+            if item is None:
+                runner.peer_closed("no more datagrams" if req.datagram else "stream ended before a complete message")
+            elif isinstance(item, _Silent):
+                runner.timed_out()
             else:
-                raise TypeError(f"dialogue yielded {step!r}, not a step")
-        else:
-            raise RuntimeError(f"dialogue did not finish within {max_steps} steps")
-    except StopIteration as stop:
-        run.finding = stop.value
-        return run
-    except (NotThisProtocol, StepError) as exc:
-        run.error = exc
-    run.finding = ctx.partial
-    return run
+                runner.receive_data(item)
+        elif isinstance(req, DoStartTLS):
+            if tls is None:
+                runner.tls_failed("no TLS in this transcript")
+            else:
+                runner.tls_started(tls)
+        elif isinstance(req, DoReconnect):
+            rest = runner.buffered
+            runner.reconnected(tls if implicit_tls else None)
+            runner.receive_data(rest)
 
 
-def _check_framed(framer: Framer, n: object, size: int) -> None:
-    """A framer must return None or a length within the buffer it was given (the engine's rule)."""
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= size):
-        name = getattr(framer, "__qualname__", repr(framer))
-        raise TypeError(f"framer {name} returned {n!r} for a buffer of {size} bytes")
+def _result(runner: Runner, ctx: ProbeContext, raise_bugs: bool) -> DialogueRun:
+    out = runner.outcome
+    if out.status == "probe-bug" and raise_bugs and out.exception is not None:
+        raise out.exception
+    error = out.exception if out.status != "success" else None
+    return DialogueRun(out.finding, runner.sent_log, error, ctx, runner.framers, out.status, out.traceback,
+                       runner.tags)
+
+
+class _OneMessage(Probe):
+    """The dialogue of :func:`feed_bytewise`: one ``Recv`` with the framer under test."""
+
+    name = "feed_bytewise"
+    services = ("-",)
+
+    def __init__(self, framer: Framer, max_size: int) -> None:
+        self.framer = framer
+        self.max_size = max_size
+
+    def dialogue(self, ctx: ProbeContext) -> Dialogue:
+        """One framed message; its length goes back in the details."""
+        msg = yield Recv(self.framer, max_size=self.max_size)
+        return Finding(service="-", details={"n": len(msg)})
 
 
 def feed_bytewise(framer: Framer, message: bytes) -> int | None:
-    """Feed ``message`` to ``framer`` one byte at a time; return the framed length.
+    """Feed ``message`` to ``framer`` one byte at a time through the runner, as a server dripping
+    it would (a resumable framer through its cursor); return the framed length.
 
-    Asserts that no prefix shorter than the framed length is reported complete, and that the
-    result equals framing the whole buffer at once.
+    Asserts that the length framed from the drip equals the length found with the whole buffer
+    (segment boundaries must not change a result). The framer's NotThisProtocol propagates.
     """
     whole = framer(message)
-    for i in range(1, len(message) + 1):
-        n = framer(message[:i])
-        if n is not None:
-            assert n == whole, f"prefix of {i} bytes framed as {n}, whole buffer as {whole}"
-            return n
-    return whole
+    runner = Runner(_OneMessage(framer, len(message) + 1), ProbeContext(address="192.0.2.1", port=0))
+    for i in range(len(message)):
+        if runner.done:
+            break
+        runner.receive_data(message[i : i + 1])
+    if not runner.done:
+        assert whole is None, f"the whole buffer frames as {whole}, the drip never completes"
+        return None
+    out = runner.outcome
+    if out.exception is not None:
+        raise out.exception
+    n = out.finding.details["n"] if out.finding is not None else None
+    assert n == whole, f"dripped one byte at a time framed as {n}, whole buffer as {whole}"
+    return n
 
 
 # --------------------------------------------------------------------------- the probe contract

@@ -27,26 +27,15 @@ import dataclasses
 import ipaddress
 import random
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.api import (
-    MAX_RECONNECTS,
     Finding,
-    MessageTooLarge,
-    NotThisProtocol,
     Probe,
     ProbeContext,
-    Reconnect,
-    Recv,
-    RecvClosed,
-    Send,
-    StartTLS,
-    StepError,
     TLSFacts,
-    TLSFailed,
     Transport,
 )
 from scanner.replay.reassembly import TCPFlow, UDPFlow
@@ -58,7 +47,8 @@ from scanner.replay.tlsparse import (
     looks_like_tls_record,
     parse_server_tls,
 )
-from scanner.results import Attempt, EvidenceItem, ScanResult, TLSInfo, step_status
+from scanner.results import Attempt, EvidenceItem, ScanResult, Status, TLSInfo
+from scanner.runner import Done, DoReconnect, DoStartTLS, NeedData, Runner, SendBytes, try_match
 
 __all__ = ["DialogueOutcome", "FlowResult", "Identifier", "ServerStream", "drive_dialogue", "format_address"]
 
@@ -106,8 +96,6 @@ _WELL_KNOWN = frozenset(
 )
 #: bytes of the server's stream given to ``probe.match`` (the live engine reads a greeting of this order)
 GREETING_BYTES = 4096
-#: most steps a dialogue may take in a replay
-MAX_STEPS = 200
 #: the API may grow a ``replay`` flag telling dialogues that the replies answer another client's
 #: requests (transaction ids will not match theirs); set it when the field exists
 _CTX_HAS_REPLAY = "replay" in {f.name for f in dataclasses.fields(ProbeContext)}
@@ -128,7 +116,7 @@ class DialogueOutcome:
     """How one probe's dialogue ended over recorded bytes."""
 
     finding: Finding | None
-    status: str
+    status: Status
     error: str | None = None
     traceback: str | None = None
     #: the dialogue reached StartTLS
@@ -150,10 +138,6 @@ class ServerStream:
     tls_error: str = "no TLS handshake in the capture"
 
 
-def _status(exc: BaseException) -> str:
-    return step_status(exc) or "probe-bug"
-
-
 def drive_dialogue(
     probe: Probe,
     ctx: ProbeContext,
@@ -162,113 +146,61 @@ def drive_dialogue(
     tls_error: str = "no TLS handshake in the capture",
     following: Sequence[ServerStream] = (),
 ) -> DialogueOutcome:
-    """Drive ``probe.dialogue(ctx)`` over the server's recorded bytes (no I/O).
+    """Drive ``probe.dialogue(ctx)`` over the server's recorded bytes (no I/O), through the one
+    dialogue runner (:class:`scanner.runner.Runner`: same step budget, framing, partial-result
+    rule and statuses as a live scan).
 
     TCP: ``server`` is the server's byte stream (up to any TLS upgrade); UDP: a list of datagrams,
-    one per ``Recv``. ``Send`` steps are ignored. A framer's :class:`NotThisProtocol` is thrown
-    into the dialogue, as the live engine does. ``StartTLS`` gets ``tls`` (or
-    :class:`TLSFailed`); every ``Recv`` after it is told the connection closed, since the rest of
-    the capture is encrypted. ``Reconnect`` moves to the next stream of ``following`` (the later
-    connections of the same server endpoint in the capture); when there is none, the stream ends
-    cleanly: every later ``Recv`` is told the connection closed, and the outcome says so
-    (``reconnect_unserved``). A finding stored with ``ctx.found`` is kept when a step fails.
-    Exceptions other than the API's become the status ``probe-bug``.
+    one per ``Recv``. ``Send`` steps are ignored (the capture holds what the real client sent). The
+    end of the recorded bytes is a close. ``StartTLS`` gets ``tls`` (or :class:`TLSFailed`); every
+    ``Recv`` after it is told the connection closed, since the rest of the capture is encrypted.
+    ``Reconnect`` moves to the next stream of ``following`` (the later connections of the same
+    server endpoint in the capture); when there is none, the stream ends cleanly: every later
+    ``Recv`` is told the connection closed, and the outcome says so (``reconnect_unserved``).
     """
     udp = ctx.transport == "udp"
-    datagrams = list(server) if udp and not isinstance(server, bytes) else []
+    datagrams = ([server] if isinstance(server, bytes) else list(server)) if udp else []
     stream = b"" if udp else (server if isinstance(server, bytes) else b"".join(server))
     later = list(following)
     implicit = ctx.tls if ctx.implicit_tls else None
-    upgraded = False
-    ended: str | None = None
-    reconnects = 0
     unserved = False
-    gen = probe.dialogue(ctx)
-    value: object = None
-    throw: BaseException | None = None
-
-    def outcome(
-        finding: Finding | None, status: str, error: str | None = None, tb: str | None = None
-    ) -> DialogueOutcome:
-        return DialogueOutcome(finding, status, error, tb, upgraded, reconnects, unserved)
-
-    try:
-        for _ in range(MAX_STEPS):
-            step = gen.throw(throw) if throw is not None else gen.send(value)
-            throw, value = None, None
-            if isinstance(step, Send):
-                continue
-            if isinstance(step, Recv):
-                if ended is not None:
-                    throw = RecvClosed(ended)
-                elif upgraded:
-                    throw = RecvClosed("encrypted after STARTTLS: not readable from a capture")
-                elif udp:
-                    if not datagrams:
-                        throw = RecvClosed("no more response datagrams in the capture")
-                        continue
-                    dgram = datagrams.pop(0)
-                    if len(dgram) > step.max_size:
-                        throw = MessageTooLarge("datagram larger than max_size", dgram[:256])
-                        continue
-                    try:
-                        step.framer(dgram)
-                    except NotThisProtocol as exc:
-                        throw = exc
-                        continue
-                    value = dgram
+    runner = Runner(probe, ctx, unread_at_starttls="drop")
+    while True:  # bounded: every request but NeedData advances the dialogue (MAX_STEPS), and
+        # NeedData is answered by all the bytes at once, then by the close
+        req = runner.next_request()
+        if isinstance(req, Done):
+            break
+        if isinstance(req, SendBytes):
+            runner.sent()
+        elif isinstance(req, NeedData):
+            if udp:
+                if datagrams:
+                    runner.receive_data(datagrams.pop(0))
                 else:
-                    view = stream[: step.max_size]
-                    try:
-                        n = step.framer(view)
-                    except NotThisProtocol as exc:
-                        throw = exc
-                        continue
-                    if n is None:
-                        if len(stream) >= step.max_size:
-                            throw = MessageTooLarge("message exceeds max_size", stream[:256])
-                        else:
-                            throw = RecvClosed("capture ends before a complete message", stream[:256])
-                        continue
-                    if not isinstance(n, int) or n <= 0 or n > len(view):
-                        raise TypeError(f"framer returned {n!r} for a buffer of {len(view)} bytes")
-                    value, stream = stream[:n], stream[n:]
-            elif isinstance(step, StartTLS):
-                if tls is None:
-                    throw = TLSFailed(tls_error)
-                else:
-                    upgraded = True
-                    ctx.tls = tls
-                    value = tls
-            elif isinstance(step, Reconnect):
-                reconnects += 1
-                if reconnects > MAX_RECONNECTS:
-                    return outcome(ctx.partial, "probe-bug", f"more than {MAX_RECONNECTS} reconnects")
-                ctx.tls = implicit
-                upgraded = False
-                if udp:
-                    ended = "Reconnect is not available on UDP"
-                elif later:
-                    nxt = later.pop(0)
-                    stream, tls, tls_error = nxt.text, nxt.tls, nxt.tls_error
-                else:
-                    unserved = True
-                    ended = "the capture holds no later connection to this endpoint"
+                    runner.peer_closed("no more response datagrams in the capture")
+            elif stream:
+                runner.receive_data(stream)
+                stream = b""
             else:
-                raise TypeError(f"dialogue yielded {step!r}, not a step")
-        else:
-            return outcome(ctx.partial, "protocol-error", f"more than {MAX_STEPS} steps")
-    except StopIteration as stop:
-        finding = stop.value if isinstance(stop.value, Finding) else None
-        return outcome(finding, "success" if finding else "no-match")
-    except NotThisProtocol as exc:
-        return outcome(None, "no-match", str(exc))
-    except StepError as exc:
-        return outcome(ctx.partial, _status(exc), str(exc))
-    except Exception as exc:
-        return outcome(None, "probe-bug", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-    finally:
-        gen.close()
+                runner.peer_closed("capture ends before a complete message")
+        elif isinstance(req, DoStartTLS):
+            if tls is None:
+                runner.tls_failed(tls_error)
+            else:
+                runner.tls_started(tls)
+                stream = b""
+                runner.peer_closed("encrypted after STARTTLS: not readable from a capture")
+        elif isinstance(req, DoReconnect):
+            runner.reconnected(implicit)
+            if later:
+                nxt = later.pop(0)
+                stream, tls, tls_error = nxt.text, nxt.tls, nxt.tls_error
+            else:
+                unserved = True
+                stream = b""
+                runner.peer_closed("the capture holds no later connection to this endpoint")
+    out = runner.outcome
+    return DialogueOutcome(out.finding, out.status, out.error, out.traceback, out.starttls, out.reconnects, unserved)
 
 
 @dataclass(slots=True)
@@ -336,13 +268,9 @@ class Identifier:
         if not data:
             return False
         head = data[:GREETING_BYTES]
-        for p in self.cands.server_first:
-            try:
-                if p.match(head):
-                    return True
-            except Exception:
-                continue
-        return False
+        # only which side greets is decided here: a raising matcher is reported with its
+        # traceback when the flow's server bytes are offered to it (_tcp_result)
+        return any(try_match(p, head)[0] for p in self.cands.server_first)
 
     def tcp_server_side(self, flow: TCPFlow, first: tuple[bytes, bytes]) -> tuple[int, str]:
         """Which side (0 = ``flow.a``) is the server, and what decided it."""
@@ -445,11 +373,11 @@ class Identifier:
         greeting = text[:GREETING_BYTES]
         hinted = [p for p in self.cands.server_first if port in p.ports or port in p.tls_ports]
         for p in hinted + [p for p in self.cands.server_first if p not in hinted]:
-            try:
-                if p.match(greeting):
-                    ordered.append(p)
-            except Exception:
-                attempts.append(Attempt(probe=p.name, status="probe-bug", error="match() raised"))
+            matched, tb = try_match(p, greeting)
+            if tb is not None:
+                attempts.append(Attempt(probe=p.name, status="probe-bug", error="match() raised", traceback=tb))
+            elif matched:
+                ordered.append(p)
         hint = _client_hint(cli)
         by_bytes = [p for p in self.cands.client_first if hint in p.services]
         by_port = [p for p in self.cands.client_first if p not in by_bytes and (port in p.ports or port in p.tls_ports)]

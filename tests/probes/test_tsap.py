@@ -30,10 +30,10 @@ from probes.tsap import (
     parse_szl_response,
 )
 from scanner.api import NotThisProtocol, RecvClosed
-from scanner.testing import feed_bytewise, run_dialogue
+from scanner.testing import SILENT, feed_bytewise, run_dialogue
 
 DATA = Path(__file__).parent / "data"
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "pcaps-public"  # shipped with the tests (MANIFEST.tsv)
 #: server bytes recorded from the lab: libiec61850 1.5.2 MMS server (CC, session ACCEPT, identify)
 MMS = DATA / "tsap-libiec61850-1.5.2-mms.bin"
 #: python-snap7 3.3.0 server (CC; silent on the session CONNECT; setup ack; SZL 0x0011, 0x001C)
@@ -53,7 +53,7 @@ def _split(stream: bytes) -> list[bytes]:
 def _server_stream(name: str, port: int = 102) -> bytes:
     path = CORPUS / name
     if not path.exists():
-        pytest.skip(f"public capture {name} not available")
+        pytest.fail(f"public capture {path} is missing (the test data ships with the tests)")
     from scapy.all import TCP, Padding, rdpcap
 
     segs: dict[int, bytes] = {}
@@ -175,39 +175,17 @@ def test_closed_after_session_connect() -> None:
 
 
 def test_replay_s7_with_silence() -> None:
-    """snap7 stays silent on the session CONNECT: drive the dialogue by hand with a timeout."""
-    from scanner.api import ProbeContext, Recv, RecvTimeout, Send
-
+    """snap7 stays silent on the session CONNECT: the transcript says so (SILENT: that wait times
+    out), the rest of the recording answers the S7 requests."""
     msgs = _split(S7.read_bytes())
-    probe = TSAPProbe()
-    ctx = ProbeContext(address="192.0.2.1", port=102)
-    gen = probe.dialogue(ctx)
-    step = gen.send(None)
-    assert isinstance(step, Send)
-    replies = iter(msgs)
-    sent = [step.data]
-    value: object = None
-    throw: BaseException | None = None
-    finding = None
-    for _ in range(50):
-        try:
-            step = gen.throw(throw) if throw else gen.send(value)
-        except StopIteration as stop:
-            finding = stop.value
-            break
-        throw, value = None, None
-        if isinstance(step, Send):
-            sent.append(step.data)
-        elif isinstance(step, Recv):
-            if step.timeout is not None:  # the short wait after the session CONNECT
-                throw = RecvTimeout("silent")
-            else:
-                value = next(replies)
+    run = run_dialogue(TSAPProbe(), [msgs[0], SILENT, *msgs[1:]], port=102, address="192.0.2.1")
+    assert run.ok, run.error
+    finding = run.finding
     assert finding is not None
     assert finding.details["upper_layer"] == "s7comm"
     assert finding.details["module"]["order_number"] == "6ES7 315-2EH14-0AB0"
     assert finding.product == "S7 CPU 315-2 PN/DP" and finding.version == "V3.3.0"
-    assert parse_s7(parse_cotp(sent[2]).data).rosctr == 1  # setup communication job
+    assert parse_s7(parse_cotp(run.sent[2]).data).rosctr == 1  # setup communication job
 
 
 def test_public_s7_capture() -> None:

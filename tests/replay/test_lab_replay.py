@@ -98,8 +98,9 @@ def test_dns_udp_recorded_from_bind_and_replayed(lab: object, tmp_path: Path) ->
     import socket
 
     from probes.dns import DNSProbe
-    from scanner.api import ProbeContext, Recv, RecvTimeout, Send
+    from scanner.api import ProbeContext
     from scanner.replay.pcapwriter import PcapWriter, udp_packet
+    from scanner.runner import Done, NeedData, Runner, SendBytes
 
     probe = DNSProbe()
     ctx = ProbeContext(address="127.0.0.2", port=53, transport="udp", rng=random.Random("0:127.0.0.2:53"))
@@ -108,29 +109,29 @@ def test_dns_udp_recorded_from_bind_and_replayed(lab: object, tmp_path: Path) ->
     sock.connect(("127.0.0.2", 53))
     local = sock.getsockname()
     path = tmp_path / "dns.pcap"
-    gen = probe.dialogue(ctx)
-    live = None
+    # a blocking-socket adapter over the one dialogue runner (the engine is the asyncio one)
+    runner = Runner(probe, ctx)
     with PcapWriter(path) as w:
-        value: object = None
-        throw: BaseException | None = None
         try:
-            for _ in range(200):
-                step = gen.throw(throw) if throw is not None else gen.send(value)
-                value, throw = None, None
-                if isinstance(step, Send):
-                    sock.send(step.data)
-                    w.write(udp_packet(local[0], "127.0.0.2", local[1], 53, step.data))
-                elif isinstance(step, Recv):
+            for _ in range(400):
+                req = runner.next_request()
+                if isinstance(req, Done):
+                    break
+                if isinstance(req, SendBytes):
+                    sock.send(req.data)
+                    w.write(udp_packet(local[0], "127.0.0.2", local[1], 53, req.data))
+                    runner.sent()
+                elif isinstance(req, NeedData):
                     try:
-                        value = sock.recv(65535)
+                        data = sock.recv(65535)
                     except TimeoutError:
-                        throw = RecvTimeout("timeout")
+                        runner.timed_out()
                         continue
-                    w.write(udp_packet("127.0.0.2", local[0], 53, local[1], value))
-        except StopIteration as stop:
-            live = stop.value
+                    w.write(udp_packet("127.0.0.2", local[0], 53, local[1], data))
+                    runner.receive_data(data)
         finally:
             sock.close()
+    live = runner.outcome.finding if runner.done else None
     assert live is not None and live.product is not None
     probe_list = [DNSProbe()]
     (res,) = replay_paths([str(path)], probe_list).results
