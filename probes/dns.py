@@ -17,14 +17,16 @@ Sends (all read-only, cheap, recursion-desired bit clear, EDNS0 with a 1232-byte
    controllers (an AD DNS server), also ``_kerberos._tcp.<zone>`` and ``_gc._tcp.<zone>``.
 
 Collects: rcode/flags/OPT of every reply, the CHAOS strings, NSID, recursion available (RA),
-authoritative zones seen, the AD domain and its DCs, and the product: from version strings
-(BIND, dnsmasq, Unbound, PowerDNS, Knot, NSD, Microsoft DNS) or, where strings are hidden, from
-behaviour (Samba's internal DNS: CHAOS names NXDOMAIN, no OPT in its answers, FORMERR for the root;
-BIND: CHAOS answers carry a ``CH NS`` authority record for the CHAOS name; and with the version
-hidden, each seen live in the lab: Unbound: the SOA ``localhost. nobody.invalid.`` of its built-in
-local zones; PowerDNS Authoritative: version.bind SERVFAIL with AA; Knot DNS and NSD: REFUSED with
-EDE 20 "Not Authoritative" outside their zones, NSD adding EDE 18 "Prohibited" to refused CHAOS
-queries and Knot none).
+authoritative zones seen, the AD domain and its DCs, and the product, each claim naming its rule in
+``Finding.rule`` (``portproof:dns/<id>``): from version strings by :data:`VERSION_RULES` (BIND
+4/8/9, Microsoft DNS, dnsmasq, Unbound, PowerDNS, Knot DNS, NSD, CoreDNS; a string no rule knows,
+such as "none" or "[secured]", names nothing and stays in ``version_string``) or, where strings are
+hidden, from behaviour (Samba's internal DNS: CHAOS names NXDOMAIN, no OPT in its answers, FORMERR
+for the root; BIND: CHAOS answers carry a ``CH NS`` authority record for the CHAOS name; and with
+the version hidden, each seen live in the lab: Unbound: the SOA ``localhost. nobody.invalid.`` of
+its built-in local zones; PowerDNS Authoritative: version.bind SERVFAIL with AA; Knot DNS and NSD:
+REFUSED with EDE 20 "Not Authoritative" outside their zones, NSD adding EDE 18 "Prohibited" to
+refused CHAOS queries and Knot none).
 
 Replies whose id, question or opcode do not match the query are ignored (at most
 ``MAX_UNMATCHED`` per query), never trusted. On UDP a query is sent at most ``UDP_TRIES`` times.
@@ -37,7 +39,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Generator, Iterable, Sequence
+import struct
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +65,9 @@ from scanner.api import (
     RecvTimeout,
     Send,
     Step,
+    prefix_framer,
 )
+from scanner.ntlm import windows_name
 
 __all__ = [
     "BUILTIN_ZONE_QUERY",
@@ -73,10 +78,13 @@ __all__ = [
     "MAX_UNMATCHED",
     "RR",
     "UDP_TRIES",
+    "VERSION_RULES",
+    "VersionRule",
     "build_query",
     "frame_dns_tcp",
     "frame_dns_udp",
     "identify",
+    "match_version_string",
     "parse_dns_reply",
     "reply_matches",
     "tcp_wrap",
@@ -185,6 +193,23 @@ def build_query(
 
 
 @functools.lru_cache(maxsize=256)
+def as_database_reply(msg: bytes, udp: bool) -> bytes:
+    """The ``version.bind`` reply as the service database expects it: the reply to nmap's own
+    query, which carries no EDNS. Ours does (for NSID and the hidden-version rules), and about a
+    fifth of the database's version.bind lines are anchored at the end of the reply, where the OPT
+    record sits; so the OPT record is dropped (dnspython re-encodes the rest). Unparseable: as is."""
+    wire = msg if udp else msg[2:]
+    try:
+        m = dns.message.from_wire(wire)
+        if m.edns < 0:
+            return msg
+        m.use_edns(False)
+        out = m.to_wire()
+    except (dns.exception.DNSException, ValueError):
+        return msg
+    return out if udp else len(out).to_bytes(2, "big") + out
+
+
 def _query_template(name: str, rdtype: str, rdclass: str, edns: bool, nsid: bool, rd: bool) -> bytes:
     """The query's wire bytes with id 0 (built once by dnspython, then only the id changes)."""
     qid = 0
@@ -208,6 +233,7 @@ def tcp_wrap(wire: bytes) -> bytes:
     return len(wire).to_bytes(2, "big") + wire
 
 
+@prefix_framer
 def frame_dns_tcp(buf: bytes) -> int | None:
     """Frame one DNS-over-TCP message: 2-byte big-endian length, then that many bytes.
 
@@ -228,6 +254,7 @@ def frame_dns_tcp(buf: bytes) -> int | None:
     return 2 + length
 
 
+@prefix_framer
 def frame_dns_udp(buf: bytes) -> int | None:
     """Frame a UDP datagram: the whole datagram is one message (the parser judges it)."""
     return len(buf) if buf else None
@@ -252,6 +279,32 @@ def _rrs(sections: Iterable[Any]) -> tuple[tuple[RR, ...], int]:
     return tuple(out), dropped
 
 
+#: most records handed to dnspython's decoder: it adds each record to its RRset with a duplicate
+#: check, so its cost grows with the square of an RRset's size (4,000 A records: 175 ms; 128: ~10 ms)
+MAX_DECODE_RECORDS = 128
+
+
+def _cap_records(data: bytes) -> tuple[bytes, int]:
+    """``data`` with its header's record counts lowered so at most :data:`MAX_DECODE_RECORDS`
+    records are decoded (the rest is then trailing data, ignored); returns the records left out.
+
+    Header (RFC 1035 4.1.1): id, flags, then QDCOUNT, ANCOUNT, NSCOUNT, ARCOUNT (16 bits each).
+    """
+    qd, an, ns, ar = struct.unpack(">HHHH", data[4:12])
+    if qd + an + ns + ar <= MAX_DECODE_RECORDS:
+        return data, 0
+    room = MAX_DECODE_RECORDS
+    counts = []
+    for n in (qd, an, ns, ar):
+        counts.append(min(n, room))
+        room -= counts[-1]
+    return data[:4] + struct.pack(">HHHH", *counts) + data[12:], qd + an + ns + ar - sum(counts)
+
+
+#: what dnspython raises on malformed wire data (see parse_dns_reply)
+_DECODE_ERRORS = (dns.exception.DNSException, ValueError, UnicodeError, struct.error)
+
+
 def parse_dns_reply(data: bytes) -> DNSReply:
     """Parse one DNS response (no TCP prefix) into a :class:`DNSReply`.
 
@@ -262,53 +315,52 @@ def parse_dns_reply(data: bytes) -> DNSReply:
         raise NotThisProtocol(f"{len(data)} bytes: shorter than a DNS header")
     if not data[2] & 0x80:
         raise NotThisProtocol("QR bit clear: a query, not a response")
+    data, cut = _cap_records(data)
     try:
-        msg = dns.message.from_wire(data)
-        question: tuple[str, str, str] | None = None
-        if msg.question:
-            q = msg.question[0]
-            question = (
-                q.name.to_text().lower(),
-                dns.rdatatype.to_text(q.rdtype),
-                dns.rdataclass.to_text(q.rdclass),
-            )
-        answer, d1 = _rrs(msg.answer)
-        authority, d2 = _rrs(msg.authority)
-        additional, d3 = _rrs(msg.additional)
-        nsid: bytes | None = None
-        ede: list[int] = []
-        for opt in msg.options:
-            if opt.otype == dns.edns.NSID:
-                nsid = opt.to_wire() or b""
-            elif opt.otype == dns.edns.EDE:
-                wire = opt.to_wire() or b""
-                if len(wire) >= 2:
-                    ede.append(int.from_bytes(wire[:2], "big"))
-        flags = dns.flags.to_text(msg.flags).split()
-        return DNSReply(
-            id=msg.id,
-            opcode=dns.opcode.to_text(msg.opcode()),
-            rcode=dns.rcode.to_text(msg.rcode()),
-            flags=tuple(flags),
-            question=question,
-            answer=answer,
-            authority=authority,
-            additional=additional,
-            edns=msg.edns >= 0,
-            payload=int(msg.payload) if msg.edns >= 0 else 0,
-            nsid=nsid,
-            ede=tuple(ede),
-            size=len(data),
-            dropped=d1 + d2 + d3,
-        )
-    except NotThisProtocol:
-        raise
-    except Exception as exc:
-        # dnspython signals bad wire data with DNSException subclasses, but hostile input also
-        # reaches ValueError/UnicodeError/IndexError/struct.error paths inside rdata parsers:
-        # all of them mean "not a well-formed DNS message", never a probe bug.
+        msg = dns.message.from_wire(data, ignore_trailing=cut > 0)
+    except _DECODE_ERRORS as exc:
+        # dnspython's own errors (DNSException: FormError, BadLabelType, ShortHeader, TrailingJunk,
+        # ...) and the ValueError/UnicodeError/struct.error its rdata decoders raise on bad wire
+        # data mean "not a well-formed DNS message"; anything else is a probe bug
         kind = type(exc).__name__
         raise NotThisProtocol(f"malformed DNS message ({kind}: {str(exc)[:120]})") from exc
+    question: tuple[str, str, str] | None = None
+    if msg.question:
+        q = msg.question[0]
+        question = (
+            q.name.to_text().lower(),
+            dns.rdatatype.to_text(q.rdtype),
+            dns.rdataclass.to_text(q.rdclass),
+        )
+    answer, d1 = _rrs(msg.answer)
+    authority, d2 = _rrs(msg.authority)
+    additional, d3 = _rrs(msg.additional)
+    nsid: bytes | None = None
+    ede: list[int] = []
+    for opt in msg.options:
+        if opt.otype == dns.edns.NSID:
+            nsid = opt.to_wire() or b""
+        elif opt.otype == dns.edns.EDE:
+            wire = opt.to_wire() or b""
+            if len(wire) >= 2:
+                ede.append(int.from_bytes(wire[:2], "big"))
+    flags = dns.flags.to_text(msg.flags).split()
+    return DNSReply(
+        id=msg.id,
+        opcode=dns.opcode.to_text(msg.opcode()),
+        rcode=dns.rcode.to_text(msg.rcode()),
+        flags=tuple(flags),
+        question=question,
+        answer=answer,
+        authority=authority,
+        additional=additional,
+        edns=msg.edns >= 0,
+        payload=int(msg.payload) if msg.edns >= 0 else 0,
+        nsid=nsid,
+        ede=tuple(ede),
+        size=len(data),
+        dropped=d1 + d2 + d3 + cut,
+    )
 
 
 def reply_matches(reply: DNSReply, qid: int, name: str, rdtype: str, rdclass: str = "IN") -> bool:
@@ -327,23 +379,153 @@ def reply_matches(reply: DNSReply, qid: int, name: str, rdtype: str, rdclass: st
 
 # --------------------------------------------------------------------------------- identify
 
-_VERSION_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^dnsmasq-(\S+)", re.I), "dnsmasq"),
-    (re.compile(r"^unbound (\S+)", re.I), "Unbound"),
-    (re.compile(r"^PowerDNS Recursor (\S+)", re.I), "PowerDNS Recursor"),
-    (re.compile(r"^PowerDNS Authoritative Server (\S+)", re.I), "PowerDNS Authoritative Server"),
-    (re.compile(r"^PowerDNS (\S+)", re.I), "PowerDNS"),
-    # PowerDNS with version-string=powerdns: names itself, no version
-    (re.compile(r"^Served by PowerDNS\b", re.I), "PowerDNS"),
-    (re.compile(r"^Knot DNS (\S+)", re.I), "Knot DNS"),
-    (re.compile(r"^Knot Resolver (\S+)", re.I), "Knot Resolver"),
-    (re.compile(r"^NSD (\S+)", re.I), "NSD"),
-    # Windows DNS with EnableVersionQuery: "Microsoft DNS 6.1.7601 (1DB15D39)"
-    (re.compile(r"^Microsoft DNS (\S+)", re.I), "Microsoft DNS"),
-    (re.compile(r"^(?:ISC )?BIND (9\.\S+)", re.I), "ISC BIND"),
-    # BIND's default answer is the bare version: "9.18.49-1~deb12u3-Debian"
-    (re.compile(r"^(9\.\d+\.\d+\S*)"), "ISC BIND"),
+@dataclass(frozen=True, slots=True)
+class VersionRule:
+    """One rule naming the product behind a CHAOS ``version.bind`` / ``version.server`` string.
+
+    ``pattern`` must match the whole (stripped) string, so a product is never read from a word in
+    the middle of an operator's message; its ``version`` group (when present) is the version, which
+    ``refine`` may rewrite (BIND: the upstream release with ISC's patch level, without the distro's
+    package revision). ``source`` says where the string's form is documented or was seen; the tests
+    in ``tests/probes/test_dns_rules.py`` hold a real example for each rule.
+    """
+
+    id: str
+    pattern: re.Pattern[str]
+    product: str
+    source: str
+    confidence: int = 10
+    refine: Callable[[re.Match[str]], str | None] | None = None
+
+
+def _bind_version(m: re.Match[str]) -> str | None:
+    """BIND's release from its version string: ``9.11.4-P2-RedHat-9.11.4-26.P2.el7`` -> ``9.11.4-P2``,
+    ``9.18.49-1~deb12u3-Debian`` -> ``9.18.49``, ``9.8.4-rpz2+rl005.12-P1`` -> ``9.8.4-P1``,
+    ``8.2.2-P5`` -> ``8.2.2-P5``, ``8.3.4-REL`` -> ``8.3.4``.
+
+    ISC names releases x.y.z[a1|b1|rc1][-P<n>|-S<n>] (and 9.6/9.7 ``-ESV[-R<n>]``); what follows is the
+    packager's (Debian/Ubuntu/Red Hat revision, the rpz/rl patch set), kept in ``version_string``.
+    """
+    version = m["version"]
+    patch = re.match(r"(?:-rpz[\w.+]*)?-([PS]\d{1,3})(?=$|[-+\s.])", m["rest"] or "")
+    return f"{version}-{patch[1]}" if patch else version
+
+
+_BIND_SUFFIX = r"(?P<rest>(?:[-+~ ].{0,200})?)"
+#: BIND 8 and 4.9 strings always carry a release suffix: -REL, -P<n> (patch) or -T<n> (test)
+_BIND_OLD_SUFFIX = r"(?P<rest>-(?:REL|P\d{1,2}|T\d{1,2}[A-Z]?)\b.{0,200})"
+#: the rules for CHAOS version strings, most specific first; strings no rule knows ("none",
+#: "unknown", "[secured]", "Go away", a bare "1.0") give no product and stay in ``version_string``
+VERSION_RULES: tuple[VersionRule, ...] = (
+    # BIND answers version.bind with its version unless `version` is set (BIND 9 ARM, options
+    # statement "version": "The default is the real version number of this server"); packagers
+    # append their revision: Debian "9.18.49-1~deb12u3-Debian" (our lab), Red Hat
+    # "9.11.4-P2-RedHat-9.11.4-26.P2.el7", Ubuntu "9.16.1-Ubuntu"
+    VersionRule(
+        "version-bind-bind9",
+        re.compile(r"(?:ISC )?(?:BIND )?(?P<version>9\.\d{1,2}(?:\.\d{1,3}(?:(?:a|b|rc)\d{1,2})?(?:-ESV(?:-R\d{1,2})?)?"
+                   r"|-ESV(?:-R\d{1,2})?))" + _BIND_SUFFIX, re.S),
+        "ISC BIND",
+        "BIND 9 ARM (options: version); lab BIND 9.18 on Debian 12",
+        refine=_bind_version,
+    ),
+    # BIND 8 and 4.9 release names carry -REL (release) or -P<n> (patch): "8.2.2-P5", "8.4.7-REL"
+    VersionRule(
+        "version-bind-bind8",
+        re.compile(r"(?:BIND )?(?P<version>8\.\d{1,2}\.\d{1,2})" + _BIND_OLD_SUFFIX, re.S),
+        "ISC BIND",
+        "ISC release names (BIND 8.2.2-P5, 8.4.7-REL)",
+        refine=_bind_version,
+    ),
+    VersionRule(
+        "version-bind-bind4",
+        re.compile(r"(?:BIND )?(?P<version>4\.9\.\d{1,2})" + _BIND_OLD_SUFFIX, re.S),
+        "ISC BIND",
+        "ISC release names (BIND 4.9.11-REL)",
+        refine=_bind_version,
+    ),
+    # Windows DNS answers only with EnableVersionQuery set: "Microsoft DNS 6.1.7601 (1DB15CD4)"
+    VersionRule(
+        "version-bind-microsoft-dns",
+        re.compile(r"Microsoft DNS (?P<version>\d{1,2}\.\d{1,2}(?:\.\d{1,5})?)(?: \([0-9A-Fa-f]{1,8}\))?\s*"),
+        "Microsoft DNS",
+        "Windows DNS Server with EnableVersionQuery (string quoted in issue 13)",
+    ),
+    # dnsmasq's version.bind (its CHAOS "bind" names: version/hostname/cachesize...): "dnsmasq-2.90"
+    VersionRule("version-bind-dnsmasq", re.compile(r"dnsmasq-(?P<version>\d{1,2}\.\d{1,3}[\w.\-]{0,32})"), "dnsmasq",
+                "lab dnsmasq 2.90 (Debian 12)"),
+    VersionRule("version-bind-unbound", re.compile(r"unbound (?P<version>\d{1,2}\.\d{1,3}\.\d{1,3}[\w.\-]{0,32})",
+                                                   re.I), "Unbound", "lab Unbound 1.17 (Debian 12)"),
+    VersionRule(
+        "version-bind-powerdns-authoritative",
+        re.compile(r"PowerDNS Authoritative Server (?P<version>\d[\w.\-]{0,32})(?: .{0,200})?", re.S),
+        "PowerDNS Authoritative Server",
+        "lab pdns-server 4.7 (Debian 12), default version-string=full",
+    ),
+    VersionRule(
+        "version-bind-powerdns-recursor",
+        re.compile(r"PowerDNS Recursor (?P<version>\d[\w.\-]{0,32})(?: .{0,200})?", re.S),
+        "PowerDNS Recursor",
+        "PowerDNS Recursor version-string default 'PowerDNS Recursor <version> (built ...)'",
+    ),
+    # version-string=powerdns: "Served by PowerDNS - https://www.powerdns.com/"; PowerDNS 2.x answered
+    # "Served by POWERDNS 2.9.22 $Id: packethandler.cc ..." (PowerDNS/pdns issue 234)
+    VersionRule(
+        "version-bind-powerdns-served-by",
+        re.compile(r"Served by PowerDNS(?: (?P<version>\d[\w.\-]{0,32}))?(?:\W.{0,300})?", re.I | re.S),
+        "PowerDNS",
+        "PowerDNS docs (version-string=powerdns); PowerDNS/pdns issue 234",
+    ),
+    VersionRule("version-bind-knot-dns", re.compile(r"Knot DNS (?P<version>\d[\w.\-]{0,32})"), "Knot DNS",
+                "lab knot 3.2 (Debian 12)"),
+    # NSD's default version string is its PACKAGE_STRING, "NSD 4.6.1" (nsd.conf(5): version)
+    VersionRule("version-bind-nsd", re.compile(r"NSD (?P<version>\d[\w.\-]{0,32})"), "NSD",
+                "NSD 4.6.1 run by hand for tests/probes/test_dns.py; nsd.conf(5) version"),
+    # CoreDNS's chaos plugin: "VERSION ... Defaults to CoreDNS-<version>" (coredns.io/plugins/chaos)
+    VersionRule("version-bind-coredns", re.compile(r"CoreDNS-(?P<version>\d[\w.\-]{0,32})"), "CoreDNS",
+                "coredns.io/plugins/chaos"),
+    # gdnsd 3 answers its name and major version: "gdnsd/3" (gdnsd 3.8.1 run on loopback)
+    VersionRule("version-bind-gdnsd", re.compile(r"gdnsd/(?P<version>\d{1,2}(?:\.\d{1,3}){0,2})"), "gdnsd",
+                "lab: gdnsd 3.8.1 (Debian 12 package) answers gdnsd/3"),
+    # a PowerDNS Recursor built from a git snapshot names no release: "PowerDNS Recursor git-20140402-1151-
+    # cc08b5a (jenkins@... built ...)"; the snapshot stays in version_string, no version is claimed
+    VersionRule(
+        "version-bind-powerdns-recursor-snapshot",
+        re.compile(r"PowerDNS Recursor git-\d{8}[\w.\-]{0,48}(?: .{0,200})?", re.S),
+        "PowerDNS Recursor",
+        "public-dns.info resolver list, May 2014 (repo:longbai/dns-check nameservers.json, ordns.he.net)",
+    ),
+    # an operator's "BIND-9" (or "BIND 9"): the product and its major release only
+    VersionRule("version-bind-bind-major", re.compile(r"(?:ISC )?BIND[- ](?P<version>[489])"), "ISC BIND",
+                "public-dns.info resolver list, May 2014 (repo:longbai/dns-check nameservers.json, ns.cstnet.cn)"),
 )
+
+
+def match_version_string(text: str) -> tuple[VersionRule, str | None] | None:
+    """The rule that names the product of a CHAOS version string, and the version it reads, or None."""
+    text = text.strip()
+    if len(text) > 512:
+        return None
+    for rule in VERSION_RULES:
+        m = rule.pattern.fullmatch(text)
+        if m:
+            version = rule.refine(m) if rule.refine else m.groupdict().get("version")
+            return rule, version
+    return None
+
+
+def _server_windows(version: str) -> str | None:
+    """The Windows Server release of a Microsoft DNS version ``6.1.7601``: the DNS Server role exists
+    only on server editions, so the client name :func:`scanner.ntlm.windows_name` pairs with it is
+    dropped."""
+    parts = version.split(".")
+    if len(parts) != 3:
+        return None
+    name = windows_name(int(parts[0]), int(parts[1]), int(parts[2]))
+    if not name:
+        return None
+    server = [n for n in name.split(" / ") if n.startswith("Windows Server") or n == "Windows 2000"]
+    return server[0] if server else None
 
 
 def _txt_value(rr: RR) -> str:
@@ -409,8 +591,8 @@ EDE_NOT_AUTHORITATIVE = 20
 
 def _hidden_version_product(
     byq: dict[tuple[str, str, str], DNSReply], replies: Sequence[DNSReply]
-) -> tuple[str, int, list[str]] | None:
-    """Product, confidence and tells for servers whose version string is hidden, or None.
+) -> tuple[str, int, list[str], str] | None:
+    """Product, confidence, tells and rule id for servers whose version string is hidden, or None.
 
     Each rule is what that server did in the lab with its version hidden (Unbound 1.17
     ``hide-version``, PowerDNS Authoritative 4.7 ``version-string=anonymous``, Knot DNS 3.2
@@ -432,6 +614,7 @@ def _hidden_version_product(
             "PowerDNS Authoritative Server",
             6,
             ["version.bind CH TXT: SERVFAIL with AA, other CHAOS names REFUSED/answered with AA (PowerDNS)"],
+            "behaviour-powerdns-version-servfail-aa",
         )
     # Unbound: its built-in local zones' SOA, in an authoritative reply
     builtin = next(
@@ -448,7 +631,7 @@ def _hidden_version_product(
         tells = [f"built-in local zone SOA: {builtin.name} {builtin.text} (Unbound)"]
         if chaos and all(r.rcode == "REFUSED" and "RA" in r.flags for r in chaos):
             tells.append("CHAOS names REFUSED with RA set (Unbound hide-version/hide-identity)")
-        return "Unbound", 5 + (len(tells) > 1), tells
+        return "Unbound", 5 + (len(tells) > 1), tells, "behaviour-unbound-builtin-zone-soa"
     # Knot DNS / NSD: REFUSED + EDE 20 for names outside their zones; refused CHAOS names carry
     # EDE 18 from NSD and no EDE from Knot
     not_auth = [
@@ -460,15 +643,17 @@ def _hidden_version_product(
     if not_auth and refused_chaos and len(refused_chaos) == len(chaos):
         tell = "REFUSED with EDE 20 (Not Authoritative) outside its zones"
         if all(EDE_PROHIBITED in r.ede for r in refused_chaos):
-            return "NSD", 5, [tell, "CHAOS names REFUSED with EDE 18 (Prohibited) (NSD hide-version)"]
+            tells = [tell, "CHAOS names REFUSED with EDE 18 (Prohibited) (NSD hide-version)"]
+            return "NSD", 5, tells, "behaviour-nsd-ede"
         if not any(r.ede for r in refused_chaos):
-            return "Knot DNS", 5, [tell, "CHAOS names REFUSED without EDE (Knot DNS, version hidden)"]
+            tells = [tell, "CHAOS names REFUSED without EDE (Knot DNS, version hidden)"]
+            return "Knot DNS", 5, tells, "behaviour-knot-ede"
     return None
 
 
 #: NSID values (RFC 5001) whose documented form names the operator's service
-_NSID_RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"gpdns-[a-z]{3}"), "Google Public DNS"),
+_NSID_RULES: list[tuple[str, re.Pattern[str], str]] = [
+    ("nsid-google-public-dns", re.compile(r"gpdns-[a-z]{3}"), "Google Public DNS"),
 ]
 
 
@@ -573,34 +758,44 @@ def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = Tru
         text = strings.get(cname)
         if not text:
             continue
-        for pattern, product in _VERSION_RULES:
-            m = pattern.match(text.strip())
-            if m:
-                version = m[1] if pattern.groups else None
-                f.product, f.version, f.confidence = product, version, 10
-                f.add(f"{cname} CH TXT", text)
-                up = _upstream_version(version) if version else None
-                if up and up != version:
-                    details["upstream_version"] = up
-                if product == "Microsoft DNS":
-                    build = re.search(r"\(([0-9A-Fa-f]+)\)", text)
-                    if build:
-                        details["build"] = build[1]
-                break
-        if f.product:
-            break
-    if not f.product:
-        for cname in ("version.bind", "version.server"):
-            if strings.get(cname):
-                details["version_string"] = strings[cname]
+        named = match_version_string(text)
+        if named is None:
+            continue
+        rule, version = named
+        f.product, f.version, f.rule = rule.product, version, f"portproof:dns/{rule.id}"
+        # a bare BIND version names no product itself: BIND's documented default ties it, a notch lower
+        f.confidence = 9 if re.fullmatch(r"\d+\.\d+\.\d+", text.strip()) else rule.confidence
+        f.add(f"{cname} CH TXT", text)
+        up = _upstream_version(version) if version else None
+        if up and up != version:
+            details["upstream_version"] = up
+        if rule.product == "Microsoft DNS" and version:
+            windows = _server_windows(version)
+            if windows:
+                details["windows"] = windows
+            build = re.search(r"\(([0-9A-Fa-f]{1,8})\)", text)
+            if build:
+                details["build"] = build[1]
+                # the hex word: its high 16 bits repeat the build (0x1DB1 = 7601), so the low 16 bits
+                # read as the file revision: "6.1.7601 (1DB15CD4)" is dns.exe 6.1.7601.23764
+                word = int(build[1], 16)
+                parts = version.split(".")
+                if len(parts) == 3 and word >> 16 == int(parts[2]):
+                    details["file_version"] = f"{version}.{word & 0xFFFF}"
+        break
+    for cname in ("version.bind", "version.server"):
+        if strings.get(cname):
+            # the whole string, always: the product version above keeps only the release
+            details["version_string"] = strings[cname]
+            if not any(e.source == f"{cname} CH TXT" for e in f.evidence):
                 f.add(f"{cname} CH TXT", strings[cname])
-                break
+            break
 
     # --- product from an operator's NSID convention (Google Public DNS answers "gpdns-<IATA code>")
     if not f.product and details.get("nsid"):
-        for pattern, product in _NSID_RULES:
+        for rule_id, pattern, product in _NSID_RULES:
             if pattern.fullmatch(details["nsid"]):
-                f.product, f.confidence = product, 9
+                f.product, f.confidence, f.rule = product, 9, f"portproof:dns/{rule_id}"
                 details["product_from"] = "EDNS NSID naming convention"
                 break
 
@@ -616,21 +811,23 @@ def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = Tru
         if queries_had_edns and answered and not any(r.edns for r in answered):
             samba_tells.append("EDNS queries answered without an OPT record")
         if len(samba_tells) >= 2:
-            f.product = "Samba internal DNS"
+            f.product, f.rule = "Samba internal DNS", "portproof:dns/behaviour-samba-internal-dns"
             f.confidence = 8 if (len(samba_tells) == 3 and ad_domain) else 7
             for tell in samba_tells:
                 f.add("behaviour", tell)
         elif bind_chaos_ns:
-            f.product, f.confidence = "ISC BIND", 7
+            f.product, f.confidence, f.rule = "ISC BIND", 7, "portproof:dns/behaviour-bind-chaos-ns-authority"
             f.add("behaviour", "CHAOS answers carry a CH NS authority record (BIND)")
         elif hidden := _hidden_version_product(byq, replies):
-            f.product, f.confidence, tells = hidden
+            f.product, f.confidence, tells, rule_id = hidden
+            f.rule = f"portproof:dns/{rule_id}"
             for tell in tells:
                 f.add("behaviour", tell)
         elif ad_domain and not strings:
             # No lab server: Windows DNS hides its version unless EnableVersionQuery is set, and
             # it is the usual DNS of an AD domain. Kept low: an inference, not a self-naming.
             f.product, f.confidence = "Microsoft DNS", 4
+            f.rule = "portproof:dns/behaviour-ad-srv-without-chaos"
             details["product_inferred_from"] = "AD SRV records, no CHAOS strings, no Samba tells"
             f.add("behaviour", "AD SRV records without version strings or Samba's behaviour")
 
@@ -641,6 +838,8 @@ def identify(replies: Sequence[DNSReply], *, queries_had_edns: bool | None = Tru
             if len(f.evidence) < 8:
                 f.add(f"{cname} CH TXT", strings[cname])
     extra = []
+    if details.get("windows"):
+        extra.append(details["windows"])
     if ad_domain:
         extra.append(f"AD domain {ad_domain}")
     if details.get("server_name"):
@@ -736,6 +935,10 @@ class DNSProbe(Probe):
         udp = ctx.transport == "udp"
         tries = UDP_TRIES if udp else 1
         unmatched = 0
+        # the version.bind reply is what nmap's service database matches under these probe names
+        tag = None
+        if (name, rdtype, rdclass) == ("version.bind", "TXT", "CH"):
+            tag = "DNSVersionBindReq" if udp else "DNSVersionBindReqTCP"
         for attempt in range(tries):
             qid = ctx.rng.randrange(0x10000)
             wire = build_query(name, rdtype, rdclass, qid=qid, nsid=nsid)
@@ -763,6 +966,8 @@ class DNSProbe(Probe):
                     unmatched += 1
                     continue
                 if reply_matches(reply, qid, name, rdtype, rdclass):
+                    if tag is not None:
+                        ctx.responses.setdefault(tag, as_database_reply(msg, udp))
                     return reply
                 q = " ".join(reply.question) if reply.question else "(no question)"
                 st.rejected.append(f"{name} {rdtype}: ignored reply id {reply.id} (sent {qid}), question {q}")

@@ -12,8 +12,10 @@ Sends, on one keep-alive connection and never following a redirect:
    ``Authorization: NTLM <NEGOTIATE>``; the server's CHALLENGE is parsed and the exchange stops
    there: no credentials are ever sent.
 
-Collects: the ``Server`` header as product and version (nginx, Apache httpd, Microsoft IIS,
-Microsoft HTTPAPI = HTTP.sys, or any ``name/version``), other tells (``X-Powered-By``,
+Collects: the ``Server`` header, kept as text (``details['server']`` and the evidence), and the
+product and version only when one of :data:`SERVER_RULES` knows the product (Apache httpd, Tomcat's
+Coyote connector, Microsoft IIS with its Windows release, Microsoft HTTPAPI = HTTP.sys, nginx, ...;
+each claim names its rule in ``Finding.rule``); other tells (``X-Powered-By``,
 ``X-AspNet-Version``), the page title, the redirect targets (``Location``, flagged when off the
 target), the authentication schemes offered, Exchange facts (``X-OWA-Version``, ``X-FEServer``,
 ``X-BEServer``, the build in OWA's logon page paths) and the NTLM CHALLENGE's names and Windows
@@ -39,12 +41,14 @@ from typing import Any
 from scanner.api import (
     Dialogue,
     Finding,
+    FrameCursor,
     NotThisProtocol,
     Probe,
     ProbeContext,
     Recv,
     RecvClosed,
     RecvTimeout,
+    ResumableFramer,
     Send,
     Step,
 )
@@ -56,7 +60,10 @@ __all__ = [
     "HEADER_CAP",
     "HTTPProbe",
     "HTTPResponse",
+    "IIS_WINDOWS",
+    "SERVER_RULES",
     "ServerProduct",
+    "ServerRule",
     "build_request",
     "exchange_facts",
     "frame_http_response",
@@ -73,8 +80,6 @@ HEADER_CAP = 32 * 1024
 BODY_CAP = 64 * 1024
 #: most header lines in one response
 MAX_HEADERS = 200
-#: most chunks walked in a chunked body
-MAX_CHUNKS = 4096
 #: most interim (1xx) responses skipped before the final one
 MAX_INTERIM = 5
 
@@ -146,38 +151,195 @@ def _title_of(body: bytes) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class ServerProduct:
-    """Product and version named by a ``Server`` header."""
+    """Product and version named by a ``Server`` header, and the rule that named them."""
 
     product: str
     version: str | None = None
     #: the rest of the header (``(Debian)``, modules...)
     extra: str | None = None
+    #: the rule: ``"portproof:http/<id>"`` (see :data:`SERVER_RULES`)
+    rule: str = ""
+    #: the operating system the product's version implies (IIS: the Windows release)
+    os: str | None = None
+    #: other facts the header carried (``{"coyote": "1.1"}``, ``{"python": "3.11.2"}``)
+    facts: tuple[tuple[str, str], ...] = ()
 
 
-# Server header product token -> product name as nmap spells it
-_PRODUCTS = {
-    "nginx": "nginx",
-    "apache": "Apache httpd",
-    "microsoft-iis": "Microsoft IIS httpd",
-    "microsoft-httpapi": "Microsoft HTTPAPI httpd",
-    "lighttpd": "lighttpd",
-    "openresty": "OpenResty web app server",
-    "caddy": "Caddy httpd",
+@dataclass(frozen=True, slots=True)
+class ServerRule:
+    """One rule that names a product from the whole ``Server`` value (full match, so a product
+    token is never taken from the middle of someone else's header).
+
+    Named groups: ``version``; ``extra`` (the rest: OS comment, modules); any other group becomes
+    a fact. ``source`` says where the self-naming is documented or was seen (the tests in
+    ``tests/probes/test_http_rules.py`` hold one real example per rule, with its origin).
+    """
+
+    id: str
+    pattern: re.Pattern[str]
+    #: the product as nmap's service database spells it, so the two layers compare by name
+    product: str
+    source: str
+
+
+def _server_rule(rule_id: str, pattern: str, product: str, source: str, flags: int = 0) -> ServerRule:
+    return ServerRule(rule_id, re.compile(pattern, flags | re.S), product, source)
+
+
+_VER = r"\d[\w.\-+~]{0,63}"
+#: the rules that may name a product from ``Server``; anything else stays text (``details['server']``
+#: and the evidence) for the service database to name, never a product taken from its first word
+SERVER_RULES: tuple[ServerRule, ...] = (
+    # httpd's ServerTokens forms: Prod "Apache", Major "Apache/2", Minor/Min "Apache/2.4[.57]",
+    # OS "Apache/2.4.57 (Debian)", Full adds modules (httpd.apache.org/docs/2.4/mod/core.html
+    # #servertokens). A comment or module list only ever follows a version, so "Apache Tomcat/..."
+    # or "Apache-Coyote/1.1" can never read as httpd.
+    _server_rule("server-apache-httpd", rf"Apache(?:/(?P<version>{_VER})(?P<extra>\s.*)?)?", "Apache httpd",
+                 "httpd ServerTokens documentation; public captures Apache/2.4.3 (Fedora), Apache/2.4.52 (Ubuntu)"),
+    # Tomcat's HTTP connector (Coyote) default before 8.5: "Apache-Coyote/1.1" (Tomcat 7 HTTP connector
+    # docs, attribute `server`). 1.1 is the connector's protocol version, not Tomcat's release.
+    _server_rule("server-apache-coyote", r"Apache-Coyote/(?P<coyote>\d[\w.]{0,15})(?P<extra>\s.*)?", "Apache Tomcat",
+                 "tomcat.apache.org/tomcat-7.0-doc/config/http.html (server); intrigueio/intrigue-ident#51"),
+    _server_rule("server-microsoft-iis", r"Microsoft-IIS/(?P<version>\d{1,2}\.\d{1,2})(?P<extra>\s.*)?",
+                 "Microsoft IIS httpd", "public captures Microsoft-IIS/10.0, Microsoft-IIS/7.5"),
+    # HTTP.sys, the kernel HTTP listener (WinRM, WSUS, SSRS, Exchange back ends...), when no IIS site
+    # answers the request
+    _server_rule("server-microsoft-httpapi", r"Microsoft-HTTPAPI/(?P<version>\d{1,2}\.\d{1,2})",
+                 "Microsoft HTTPAPI httpd", "public capture Microsoft-HTTPAPI/2.0 (WebDAV, NTLM)"),
+    _server_rule("server-nginx", rf"nginx(?:/(?P<version>{_VER})(?P<extra>\s.*)?)?", "nginx",
+                 "lab nginx/1.22.1 (Debian 12 package)"),
+    _server_rule("server-openresty", rf"openresty(?:/(?P<version>{_VER}))?", "OpenResty web app server",
+                 "OpenResty's nginx core sends openresty/<version> (Kong docs show openresty/1.15.8.3)"),
+    _server_rule("server-lighttpd", rf"lighttpd(?:/(?P<version>{_VER}))?", "lighttpd",
+                 "lighttpd server.tag default lighttpd/<version>; seen lighttpd/1.4.59 (test.multipath-tcp.org)"),
+    _server_rule("server-caddy", r"Caddy", "Caddy httpd", "Caddy 2 sets Server: Caddy on every response"),
+    _server_rule("server-litespeed", r"LiteSpeed", "LiteSpeed httpd",
+                 "LiteSpeed/OpenLiteSpeed default server signature"),
+    # Jetty's HttpConfiguration.sendServerVersion: "Jetty(<version>)" (9.x and later)
+    _server_rule("server-jetty", rf"Jetty\((?P<version>{_VER})\)", "Jetty",
+                 "Kafka Connect REST API replies Jetty(9.4.44.v20210927)"),
+    _server_rule("server-gunicorn", rf"gunicorn(?:/(?P<version>{_VER}))?", "Gunicorn",
+                 "httpbin.org (gunicorn) answers gunicorn/19.9.0"),
+    # werkzeug.serving.WSGIRequestHandler: "Werkzeug/<version> Python/<version>" (Flask's dev server)
+    _server_rule("server-werkzeug", rf"Werkzeug/(?P<version>{_VER})(?: Python/(?P<python>{_VER}))?",
+                 "Werkzeug httpd", "Flask development server: Werkzeug/2.2.2 Python/3.11.2"),
+    # tornado.web.RequestHandler.clear(): "TornadoServer/<version>"
+    _server_rule("server-tornado", rf"TornadoServer/(?P<version>{_VER})", "Tornado httpd",
+                 "Jupyter/Streamlit servers: TornadoServer/6.1"),
+    # Python's http.server: server_version "SimpleHTTP/0.6" + sys_version "Python/x.y.z" (docs.python.org
+    # library/http.server.html); the product version is the module's, Python's goes to extrainfo
+    _server_rule("server-python-http-server",
+                 rf"SimpleHTTP/(?P<version>{_VER}) Python/(?P<python>{_VER})", "SimpleHTTPServer",
+                 "lab: python3 -m http.server"),
+    # Google's front end names itself "gws" (Google Web Server)
+    _server_rule("server-google-gws", r"gws", "Google httpd", "public capture multi-apache-2.2.17-ubuntu-ftp-ssh-dns"),
+    # ASP.NET Core's Kestrel: KestrelServerOptions.AddServerHeader (default true) adds "Server: Kestrel"
+    _server_rule("server-kestrel", r"Kestrel", "Microsoft Kestrel httpd",
+                 "learn.microsoft.com KestrelServerOptions.AddServerHeader"),
+    # Squid: "squid/<version>" unless httpd_suppress_version_string is on ("squid")
+    _server_rule("server-squid", rf"squid(?:/(?P<version>{_VER}))?", "Squid http proxy",
+                 "squid-cache.org httpd_suppress_version_string"),
+    # Python's http.server base class alone: BaseHTTPRequestHandler.server_version "BaseHTTP/0.6" +
+    # sys_version (the module's version; Python's goes to extrainfo)
+    _server_rule("server-python-basehttp", rf"BaseHTTP/(?P<version>{_VER}) Python/(?P<python>{_VER})",
+                 "BaseHTTPServer", "curl/curl#11802: BaseHTTP/0.6 Python/3.7.13"),
+    # wsgiref.simple_server: server_version "WSGIServer/0.2" + sys_version "<implementation>/<version>"
+    _server_rule("server-python-wsgiref",
+                 rf"WSGIServer/(?P<version>{_VER}) (?:CPython|PyPy)/(?P<python>{_VER})", "Python wsgiref httpd",
+                 "lab: python 3.11.7 wsgiref.simple_server (WSGIServer/0.2 CPython/3.11.7)"),
+    # paste.httpserver: "PasteWSGIServer/<server class version> Python/<version>" (0.5, not Paste's release)
+    _server_rule("server-paste", rf"PasteWSGIServer/(?P<version>{_VER}) Python/(?P<python>{_VER})",
+                 "PasteWSGIServer", "lab: python3-paste 3.5.2 paste.httpserver (PasteWSGIServer/0.5)"),
+    _server_rule("server-waitress", r"waitress", "Pylons Waitress WSGI server", "mozilla/ichnaea#1867"),
+    _server_rule("server-uvicorn", r"uvicorn", "Uvicorn ASGI server", "lab: python3-uvicorn 0.17.6"),
+    # Hypercorn names the HTTP implementation it serves with: hypercorn-h11, hypercorn-h2, hypercorn-h3
+    _server_rule("server-hypercorn", r"hypercorn-(?P<protocol>h11|h2|h3)", "Hypercorn ASGI server",
+                 "lab: python3-hypercorn 0.13.2 (hypercorn-h11)"),
+    # Perl's HTTP::Daemon (libwww-perl): "libwww-perl-daemon/<HTTP::Daemon version>"
+    _server_rule("server-perl-http-daemon", rf"libwww-perl-daemon/(?P<version>{_VER})", "libwww-perl-daemon httpd",
+                 "lab: libhttp-daemon-perl 6.16"),
+    # Icecast 2 sends "Icecast <version>" (icecast-kh: "Icecast 2.4.0-kh<n>"), or "Icecast" alone
+    _server_rule("server-icecast", rf"Icecast(?: (?P<version>{_VER}))?", "Icecast streaming media server",
+                 "karlheyes/icecast-kh#395 (Server: Icecast)"),
+    _server_rule("server-h2o", rf"h2o(?:/(?P<version>{_VER}))?", "H2O httpd", "lab: h2o 2.2.5 (h2o/2.2.5)"),
+    _server_rule("server-nghttpd", rf"nghttpd nghttp2/(?P<version>{_VER})", "nghttpd",
+                 "lab: nghttp2-server 1.52.0 (nghttpd nghttp2/1.52.0)"),
+    _server_rule("server-envoy", r"envoy", "Envoy proxy", "envoyproxy/envoy#37268 (server: envoy)"),
+    # Apache Traffic Server's default proxy.config.http.response_server_str "ATS/<version>"; a bare
+    # "ATS" is too short a word to name anything
+    _server_rule("server-apache-traffic-server", r"ATS/(?P<version>\d{1,2}\.\d{1,3}[\w.\-]{0,32})",
+                 "Apache Traffic Server", "lab: trafficserver 9.2.9 (ATS/9.2.9)"),
+    # CouchDB 1.x: "CouchDB/1.6.1 (Erlang OTP/17)"; 3.x with server_header_versions off: "CouchDB"
+    _server_rule("server-couchdb", rf"CouchDB(?:/(?P<version>{_VER})(?P<extra>\s.*)?)?", "CouchDB httpd",
+                 "apache/couchdb#4613 (server_header_versions disabled: CouchDB)"),
+    # Undertow's default in WildFly / JBoss EAP names the application server and its major release
+    _server_rule("server-wildfly", rf"WildFly/(?P<version>{_VER})", "JBoss WildFly Application Server",
+                 "wildfly/wildfly#10216 (WFLY-8962: WildFly/11)"),
+    _server_rule("server-jboss-eap", rf"JBoss-EAP/(?P<version>{_VER})", "JBoss Enterprise Application Platform",
+                 "wildfly/wildfly#10216 (JBoss-EAP/7)"),
+    # Tasmota firmware's web server: "Tasmota/<version> (<chip>)"
+    _server_rule("server-tasmota", rf"Tasmota/(?P<version>{_VER})(?: \((?P<hardware>[\w\-]{{1,32}})\))?",
+                 "Tasmota httpd", "arendst/Tasmota#10831 (Tasmota/9.2.0.5 (ESP8266))"),
+    _server_rule("server-amazon-s3", r"AmazonS3", "Amazon S3 httpd", "S3 object response (gist deepfryed/1066972)"),
+    # AWS Elastic Load Balancing's own replies: "awselb/2.0" (2.0: the Application Load Balancer
+    # generation, kept as a fact, not a product version)
+    _server_rule("server-aws-elb", r"awselb(?:/(?P<elb_generation>\d{1,2}\.\d{1,2}))?",
+                 "AWS Elastic Load Balancing", "esi/esi-issues#902 (awselb/2.0, 502 from an ALB)"),
+    # GoAhead embedded web server: "GoAhead-Webs" (2.x), "GoAhead-http" (3.x and later), cameras
+    # misspelling it "GoaHead"
+    _server_rule("server-goahead", rf"Go(?:Ahead|aHead)(?:-Webs|-http)?(?:/(?P<version>{_VER})(?P<extra>\s.*)?)?",
+                 "GoAhead WebServer", "home-assistant/core#14960 (GoaHead, IP camera)"),
+    # CICS TS HTTPSERVERHDR=YES: "IBM_CICS_Transaction_Server/<release>(<platform>)"
+    _server_rule("server-ibm-cics", r"IBM_CICS_Transaction_Server/(?P<version>\d[\w.]{0,31})"
+                 r"(?:\((?P<platform>[\w/]{1,16})\))?", "IBM CICS Transaction Server",
+                 "IBM CICS TS 5.3 documentation, HTTPSERVERHDR system initialization parameter"),
+    # Ballerina's HTTP listener (WSO2 transport) names the transport
+    _server_rule("server-wso2-http-transport", r"wso2-http-transport", "WSO2 HTTP transport (Ballerina)",
+                 "ballerina-platform/ballerina-lang#5414"),
+    _server_rule("server-ipwb", rf"InterPlanetary Wayback Replay/(?P<version>{_VER})",
+                 "InterPlanetary Wayback (ipwb)", "oduwsdl/ipwb#831"),
+)
+
+#: IIS version -> the Windows release it ships with. Microsoft: IIS 6.0 SDK "Where Applicable"
+#: (5.0 Windows 2000, 5.1 Windows XP Professional, 6.0 Windows Server 2003), and the IIS native API
+#: reference's requirements tables, e.g. "WebhostGetVersion function" on learn.microsoft.com (7.0 Windows
+#: Vista / Server 2008, 7.5 Windows 7 / Server 2008 R2, 8.0 Windows 8 / Server 2012, 8.5 Windows 8.1 /
+#: Server 2012 R2, 10.0 Windows 10 / Server 2016; later Windows releases keep IIS 10.0).
+IIS_WINDOWS: dict[str, str] = {
+    "5.0": "Windows 2000",
+    "5.1": "Windows XP",
+    "6.0": "Windows Server 2003",
+    "7.0": "Windows Server 2008 / Windows Vista",
+    "7.5": "Windows Server 2008 R2 / Windows 7",
+    "8.0": "Windows Server 2012 / Windows 8",
+    "8.5": "Windows Server 2012 R2 / Windows 8.1",
+    "10.0": "Windows Server 2016 or later / Windows 10 or later",
 }
 
 
 def parse_server_header(value: str) -> ServerProduct | None:
-    """Name the product of a ``Server`` header: ``nginx/1.22.1`` -> nginx 1.22.1, ``Apache/2.4.57
-    (Debian)`` -> Apache httpd 2.4.57 (Debian), ``Microsoft-HTTPAPI/2.0`` -> HTTP.sys, ..."""
+    """Name the product of a ``Server`` header by one of :data:`SERVER_RULES`, or None.
+
+    ``nginx/1.22.1`` -> nginx 1.22.1 (rule ``server-nginx``); ``Apache/2.4.57 (Debian)`` -> Apache
+    httpd 2.4.57, extra ``(Debian)``; ``Apache-Coyote/1.1`` -> Apache Tomcat (no version: 1.1 is the
+    connector's); ``Microsoft-IIS/7.5`` -> Microsoft IIS httpd 7.5 on Windows Server 2008 R2 / Windows
+    7. A value no rule knows (``Oracle``, ``HP``, ``Servlet 2.5; JBoss-5.0/JBossWeb-2.1``) gives None:
+    its first word is not a product.
+    """
     value = value.strip()
-    if not value:
+    if not value or len(value) > 1024:
         return None
-    match = re.match(r"([A-Za-z][\w.\-]{0,63})(?:/([\w.\-+~]{1,64}))?\s*(.*)$", value, re.S)
-    if not match:
-        return ServerProduct(product=value[:128])
-    token, version, rest = match.group(1), match.group(2), match.group(3).strip()
-    product = _PRODUCTS.get(token.lower(), token)
-    return ServerProduct(product=product, version=version, extra=rest[:256] or None)
+    for rule in SERVER_RULES:
+        match = rule.pattern.fullmatch(value)
+        if not match:
+            continue
+        groups = match.groupdict()
+        version = groups.pop("version", None)
+        extra = (groups.pop("extra", None) or "").strip()[:256] or None
+        facts = tuple((k, v) for k, v in groups.items() if v)
+        os_name = IIS_WINDOWS.get(version or "") if rule.id == "server-microsoft-iis" else None
+        return ServerProduct(rule.product, version, extra, f"portproof:http/{rule.id}", os_name, facts)
+    return None
 
 
 def host_header(ctx: ProbeContext) -> str:
@@ -286,52 +448,6 @@ def _is_chunked(headers: list[tuple[str, str]]) -> bool:
     return bool(codings) and codings[-1] == "chunked"
 
 
-def _chunked_end(buf: bytes, start: int) -> tuple[int | None, int]:
-    """Walk a chunked body from ``start``: (offset past the last CRLF, or None for need more;
-    body bytes seen so far)."""
-    pos = start
-    data = 0
-    for _ in range(MAX_CHUNKS):
-        line_end = buf.find(b"\n", pos, pos + 1024)
-        if line_end < 0:
-            if len(buf) - pos > 1024:
-                raise NotThisProtocol("chunk size line too long")
-            return None, data
-        size_text = buf[pos:line_end].split(b";", 1)[0].strip()
-        if not size_text or len(size_text) > 15 or not re.fullmatch(rb"[0-9A-Fa-f]+", size_text):
-            raise NotThisProtocol(f"bad chunk size {size_text[:20]!r}")
-        size = int(size_text, 16)
-        pos = line_end + 1
-        if size == 0:
-            # trailer fields, then an empty line
-            for _ in range(MAX_HEADERS):
-                end = buf.find(b"\n", pos, pos + 8192)
-                if end < 0:
-                    if len(buf) - pos > 8192:
-                        raise NotThisProtocol("chunked trailer line too long")
-                    return None, data
-                line = buf[pos:end]
-                pos = end + 1
-                if line in (b"", b"\r"):
-                    return pos, data
-            raise NotThisProtocol("too many trailer fields")
-        data += size
-        if data > BODY_CAP:
-            return None, data
-        pos += size
-        if len(buf) < pos + 1:
-            return None, data
-        if buf[pos : pos + 2] == b"\r\n":
-            pos += 2
-        elif buf[pos : pos + 1] == b"\n":
-            pos += 1
-        elif len(buf) >= pos + 2 or buf[pos : pos + 1] != b"\r":
-            raise NotThisProtocol("chunk not followed by CRLF")
-        else:
-            return None, data
-    raise NotThisProtocol(f"more than {MAX_CHUNKS} chunks")
-
-
 def _body_framing(code: int, headers: list[tuple[str, str]]) -> str:
     """How the body is delimited: ``none``, ``chunked``, ``length`` or ``close``."""
     if 100 <= code < 200 or code in (204, 304):
@@ -343,56 +459,110 @@ def _body_framing(code: int, headers: list[tuple[str, str]]) -> str:
     return "close"
 
 
-def frame_http_response(buf: bytes) -> int | None:
-    """Frame one HTTP response: status line and headers up to the blank line, then the body by
-    ``Content-Length`` or chunked encoding, at most :data:`BODY_CAP` body bytes.
+def _h11_client() -> Any:
+    """An h11 client connection that has sent ``GET /``: ready to read the response.
+
+    h11 frames a response by the request it answers; every request of this probe is a ``GET``, so
+    a stand-in ``GET /`` gives the very framing (HEAD or CONNECT would differ). Imported here, not
+    at module level, so that ``import probes.http`` stays cheap.
+    """
+    import h11
+
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEADER_CAP)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "portproof.invalid")]))
+    conn.send(h11.EndOfMessage())
+    return conn
+
+
+class _ResponseCursor:
+    """Frames one response with h11 (its receive buffer remembers how far it searched, so a reply
+    dripped one byte at a time costs linear time); ``fed`` counts the bytes given to h11."""
+
+    __slots__ = ("conn", "fed", "head_end")
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.fed = 0
+        self.head_end: int | None = None
+
+    def feed(self, buf: bytes | bytearray) -> int | None:
+        import h11
+
+        if self.conn is None:
+            head_prefix = bytes(buf[: len(_HTTP_PREFIX)])
+            if head_prefix != _HTTP_PREFIX[: len(head_prefix)]:
+                raise NotThisProtocol("not an HTTP response")  # at once, not after HEADER_CAP bytes
+            if len(buf) < len(_HTTP_PREFIX):
+                return None
+            self.conn = _h11_client()
+        conn = self.conn
+        if len(buf) > self.fed:  # (h11 takes b"" for the peer's close)
+            conn.receive_data(bytes(buf[self.fed :]))
+            self.fed = len(buf)
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise NotThisProtocol(f"not a valid HTTP response: {exc}") from None
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return None
+            consumed = self.fed - len(conn.trailing_data[0])
+            kind = type(event)
+            if (kind is h11.Response or kind is h11.InformationalResponse) and len(event.headers) > MAX_HEADERS:
+                raise NotThisProtocol(f"more than {MAX_HEADERS} HTTP headers")
+            if kind is h11.InformationalResponse:
+                return consumed  # a 1xx response is a message by itself
+            if kind is h11.Response:
+                self.head_end = consumed
+                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
+                if _body_framing(event.status_code, headers) == "close":
+                    return consumed  # a body delimited by the close is not framed: headers only
+            elif kind is h11.Data:
+                if self.head_end is not None and consumed > self.head_end + BODY_CAP:
+                    # cut at exactly BODY_CAP wire bytes, whatever the segments were
+                    return self.head_end + BODY_CAP
+            elif kind is h11.EndOfMessage:
+                return consumed
+
+
+class HTTPResponseFramer(ResumableFramer):
+    """Frame one HTTP response with h11: the status line and headers, then the body by
+    ``Content-Length`` or chunked encoding, at most :data:`BODY_CAP` body bytes on the wire.
 
     A body bigger than the cap is cut at exactly ``BODY_CAP`` bytes (so the framed length does not
-    depend on how the bytes arrived); a body delimited by the close is not framed (headers only).
+    depend on how the bytes arrived); a body delimited by the close is not framed (headers only);
+    a 1xx interim response is a message by itself. What h11 refuses is not HTTP.
     """
-    head_prefix = buf[: len(_HTTP_PREFIX)]
-    if head_prefix != _HTTP_PREFIX[: len(head_prefix)]:
-        raise NotThisProtocol("not an HTTP response")
-    end = _header_end(buf)
-    if end is None:
-        return None
-    _version, code, _reason, headers = _parse_head(buf[:end])
-    framing = _body_framing(code, headers)
-    if framing in ("none", "close"):
-        return end
-    if framing == "length":
-        length = _content_length(headers) or 0
-        want = end + min(length, BODY_CAP)
-        return want if len(buf) >= want else None
-    done, seen = _chunked_end(buf, end)
-    if done is not None:
-        return done
-    if seen > BODY_CAP and len(buf) >= end + BODY_CAP:
-        return end + BODY_CAP
-    # A body that grows past the cap but has not yet reached BODY_CAP bytes on the wire: wait.
-    return None
+
+    def cursor(self) -> FrameCursor:
+        return _ResponseCursor()
 
 
-def _dechunk(raw: bytes) -> bytes:
-    """Body bytes of a (possibly cut) chunked body; stops quietly at the first malformed part."""
-    out = bytearray()
-    pos = 0
-    for _ in range(MAX_CHUNKS):
-        line_end = raw.find(b"\n", pos)
-        if line_end < 0:
-            break
-        size_text = raw[pos:line_end].split(b";", 1)[0].strip()
-        if not re.fullmatch(rb"[0-9A-Fa-f]{1,15}", size_text):
-            break
-        size = int(size_text, 16)
-        if size == 0:
-            break
-        pos = line_end + 1
-        out += raw[pos : pos + size]
-        pos += size
-        while raw[pos : pos + 1] in (b"\r", b"\n") and pos < len(raw):
-            pos += 1
-    return bytes(out[:BODY_CAP])
+#: frame one HTTP response (see :class:`HTTPResponseFramer`)
+frame_http_response = HTTPResponseFramer()
+
+
+def _body_of(message: bytes) -> tuple[bytes, bool]:
+    """The body of a framed response as h11 reads it (de-chunked, at most :data:`BODY_CAP` bytes),
+    and whether the message holds the whole body."""
+    import h11
+
+    conn = _h11_client()
+    conn.receive_data(message)
+    body = bytearray()
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            return bytes(body[:BODY_CAP]), False
+        kind = type(event)
+        if kind is h11.Data:
+            if len(body) < BODY_CAP:
+                body += event.data
+        elif kind is h11.EndOfMessage:
+            return bytes(body[:BODY_CAP]), True
+        elif kind is not h11.Response and kind is not h11.InformationalResponse:
+            return bytes(body[:BODY_CAP]), False  # NEED_DATA: the body was cut
 
 
 def parse_http_response(message: bytes) -> HTTPResponse:
@@ -402,7 +572,6 @@ def parse_http_response(message: bytes) -> HTTPResponse:
         raise NotThisProtocol("incomplete HTTP header block")
     version, code, reason, headers = _parse_head(message[:end])
     framing = _body_framing(code, headers)
-    raw = message[end:]
     connection = {t.strip().lower() for v in _get(headers, "connection") for t in v.split(",")}
     reusable = "close" not in connection and not (version == "1.0" and "keep-alive" not in connection)
     body_read = True
@@ -410,14 +579,8 @@ def parse_http_response(message: bytes) -> HTTPResponse:
         body = b""
     elif framing == "close":
         body, body_read, reusable = b"", False, False
-    elif framing == "length":
-        length = _content_length(headers) or 0
-        body = raw[:length]
-        body_read = len(body) == length
     else:
-        body = _dechunk(raw)
-        done, _seen = _chunked_end(message, end)
-        body_read = done is not None and done == len(message)
+        body, body_read = _body_of(message)
     if not body_read:
         reusable = False
     return HTTPResponse(version, code, reason, headers, body, body_read, reusable)
@@ -552,16 +715,22 @@ class HTTPProbe(Probe):
         host = host_header(ctx)
         step = Recv(frame_http_response, max_size=HEADER_CAP + BODY_CAP)
 
-        def exchange(path: str, authorization: str | None = None) -> Generator[Step, Any, HTTPResponse]:
+        # the reply to the first ``GET /`` is what nmap's service database calls the GetRequest
+        # reply (its probe sends ``GET / HTTP/1.0``): the driver keeps it for the database
+        first_step = Recv(frame_http_response, max_size=HEADER_CAP + BODY_CAP, tag="GetRequest")
+
+        def exchange(
+            path: str, authorization: str | None = None, recv: Recv = step
+        ) -> Generator[Step, Any, HTTPResponse]:
             """Send one request and return its final response (skipping 1xx interim ones)."""
             yield Send(build_request(path, host, authorization))
             for _ in range(MAX_INTERIM):
-                resp = parse_http_response((yield step))
+                resp = parse_http_response((yield recv))
                 if not (100 <= resp.status < 200 and resp.status != 101):
                     return resp
             raise NotThisProtocol("too many interim 1xx responses")
 
-        first: HTTPResponse = yield from exchange("/")
+        first: HTTPResponse = yield from exchange("/", recv=first_step)
         finding = Finding(service="http", confidence=10)
         if first.status == 101:
             raise NotThisProtocol("server switched protocols on a plain GET")
@@ -574,9 +743,16 @@ class HTTPProbe(Probe):
             details["server"] = server
             named = parse_server_header(server)
             if named:
-                finding.product, finding.version = named.product, named.version
-                if named.extra:
-                    finding.extrainfo = named.extra
+                finding.product, finding.version, finding.rule = named.product, named.version, named.rule
+                extra = [e for e in (named.os, named.extra) if e]
+                for fact, text in named.facts:
+                    details[fact] = text
+                    if fact == "python":
+                        extra.append(f"Python {text}")
+                if named.os:
+                    details["os"] = named.os
+                if extra:
+                    finding.extrainfo = "; ".join(extra)
         else:
             finding.confidence = 8
         for tell in _TELL_HEADERS:
@@ -683,6 +859,8 @@ class HTTPProbe(Probe):
                 release = exchange_release(build)
                 if release:
                     owa["release"] = release
+                    # the build -> release table above (Microsoft's Exchange build numbers page)
+                    owa["rule"] = "portproof:http/owa-exchange-build"
             if tells.get("fe_server"):
                 owa["fe_server"] = tells["fe_server"]
             extra = "Microsoft Exchange"

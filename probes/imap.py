@@ -7,9 +7,10 @@ answer with its name and version), ``a3 STARTTLS`` when offered on a plain conne
 ``a4 CAPABILITY`` inside TLS, finally ``a5 LOGOUT``. Never logs in.
 
 Collects: the greeting and its response code, the capability list before and after TLS, the
-AUTH mechanisms, the ID fields, the product and version (Dovecot, Cyrus, Courier, UW IMAP,
+AUTH mechanisms, the ID fields, the product and version (Dovecot, Cyrus, Courier, Domino,
 Microsoft Exchange 5.5 .. 2019 including the Exchange 2013+ greeting whose bracketed token is
-base64 of the UTF-16LE server name, Zimbra, Gmail ...).
+base64 of the UTF-16LE server name, Gmail ...). Every product claim comes from a named rule
+(``finding.rule``); greetings no rule knows are kept as evidence and name nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from probes._microsoft import exchange_release
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
@@ -35,7 +37,16 @@ from scanner.api import (
     TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
-from scanner.textproto import decode_text, frame_imap_tagged, frame_line, match_banner, split_lines
+from scanner.textproto import (
+    BannerRule,
+    decode_text,
+    frame_imap_tagged,
+    frame_line,
+    looks_like_version,
+    match_banner,
+    rule_name,
+    split_lines,
+)
 
 __all__ = ["IMAPProbe", "IMAPResponse", "decode_exchange_token", "identify", "parse_greeting", "parse_response"]
 
@@ -102,59 +113,115 @@ def decode_exchange_token(text: str) -> str | None:
     return None
 
 
-_BANNERS: list[tuple[re.Pattern[str], str, int | None]] = [
-    (re.compile(r"Microsoft Exchange Server (\d{4}) IMAP4(?:rev1)? server version ([\d.]+)"),
-     "Microsoft Exchange Server", 2),
-    (re.compile(r"Microsoft Exchange IMAP4rev1 server version ([\d.]+)"), "Microsoft Exchange Server", 1),
-    (re.compile(r"Microsoft Exchange Server (\d{4}) IMAP4 service ready"), "Microsoft Exchange Server", 1),
-    (re.compile(r"The Microsoft Exchange IMAP4 service is ready"), "Microsoft Exchange Server", None),
-    (re.compile(r"Dovecot"), "Dovecot", None),
-    (re.compile(r"Cyrus IMAP(?:4)?(?: Murder)? v?([\w.\-]+)"), "Cyrus IMAP", 1),
-    (re.compile(r"Courier-IMAP"), "Courier-IMAP", None),
-    (re.compile(r"IMAP4rev1 (20\d\d[a-z]?\.[\d.]+) "), "UW IMAP", 1),
-    (re.compile(r"Zimbra"), "Zimbra", None),
-    (re.compile(r"Gimap ready"), "Google Gmail IMAP", None),
-    (re.compile(r"IMAP server ready H mi\w+"), "1&1 / United Internet mail platform", None),
-    (re.compile(r"hMailServer"), "hMailServer", None),
-    (re.compile(r"Kerio Connect ([\d.]+)"), "Kerio Connect", 1),
-    (re.compile(r"MDaemon ([\w.]+)"), "MDaemon", 1),
-    (re.compile(r"(?:Lotus|IBM) Domino IMAP4 Server Release ([\w.]+)"), "IBM Domino", 1),
-    (re.compile(r"CommuniGate Pro IMAP Server ([\w.]+)"), "CommuniGate Pro", 1),
+# Banner rules: each names a product only from the product's own words in the greeting (never a
+# host name), with a stable id (finding.rule = "portproof:imap/<id>"). Every row has a real greeting
+# in tests/probes/test_mail_rules.py; Microsoft facts in docs/microsoft-mail.md.
+_BANNERS: list[BannerRule] = [
+    # Exchange 5.5 (5.0 had no IMAP): "Microsoft Exchange IMAP4rev1 server version 5.5.2650.23 (host) ready"
+    BannerRule("exchange-5.5-greeting",
+               re.compile(r"\bMicrosoft Exchange IMAP4rev1 server version (\d+\.\d+\.\d+[\d.]*)"),
+               "Microsoft Exchange Server", 1),
+    # Exchange 2000 / 2003: "Microsoft Exchange 2000 IMAP4rev1 server version 6.0.6249.0 (host) ready.",
+    # "Microsoft Exchange Server 2003 IMAP4rev1 server version 6.5.7638.1 (host) ready."
+    BannerRule("exchange-2000-2003-greeting",
+               re.compile(r"\bMicrosoft Exchange (?:Server )?(2000|2003) IMAP4rev1 server version "
+                          r"\(?(\d+\.\d+\.\d+[\d.]*)"),
+               "Microsoft Exchange Server", 2),
+    # Exchange 2003, German: "Der Microsoft Exchange Server 2003 IMAP4rev1-Server, Version 6.5.7638.1
+    # (host), steht zur Verfügung."
+    BannerRule("exchange-2003-greeting-de",
+               re.compile(r"\bMicrosoft Exchange Server (2003) IMAP4rev1-Server, Version (\d+\.\d+\.\d+[\d.]*)"),
+               "Microsoft Exchange Server", 2),
+    # Exchange 2007: "Microsoft Exchange Server 2007 IMAP4 service ready" (also "... service is ready")
+    BannerRule("exchange-2007-greeting",
+               re.compile(r"\bMicrosoft Exchange Server (2007) IMAP4 service (?:is )?ready"),
+               "Microsoft Exchange Server", 1),
+    # Exchange 2010 and later: the default of Set-ImapSettings -Banner ("The Microsoft Exchange IMAP4
+    # service is ready."; admins prefix their own words, so "The" is not required)
+    BannerRule("exchange-2010-plus-greeting", re.compile(r"\bMicrosoft Exchange IMAP4 service is ready"),
+               "Microsoft Exchange Server"),
+    BannerRule("dovecot", re.compile(r"\bDovecot(?: \([^()]{1,40}\))? ready\b"), "Dovecot"),
+    BannerRule("cyrus", re.compile(r"\bCyrus IMAP4?(?: Murder)? v?(\d+\.\d+[\d.]*)[\w.\-+~]* server ready"),
+               "Cyrus IMAP", 1),
+    BannerRule("courier-imap", re.compile(r"\bCourier-IMAP ready\b"), "Courier-IMAP"),
+    BannerRule("gmail-gimap", re.compile(r"^Gimap ready for requests from "), "Google Gmail IMAP"),
+    BannerRule("1and1-platform", re.compile(r"\bIMAP server ready H mi\w+"), "1&1 / United Internet mail platform"),
+    BannerRule("domino", re.compile(r"\bDomino IMAP4 Server Release (\d+[\w.]*) ready"), "IBM Domino", 1),
+    BannerRule("smartermail", re.compile(r"^IMAP4rev1 SmarterMail$"), "SmarterMail"),
+    BannerRule("zoho-mail", re.compile(r"\(Zoho Mail IMAP4rev1 Server version (\d+\.\d+[\w.]*)\)"), "Zoho Mail", 1),
+    BannerRule("yandex-mail", re.compile(r"^Yandex IMAP4rev1 at "), "Yandex Mail"),
+    BannerRule("seznam", re.compile(r"^Seznam IMAP server ready"), "Seznam Email"),
+    BannerRule("synametrics-xeams", re.compile(r"^Synametrics IMAP4rev1 server ready"), "Synametrics Xeams"),
+    # perdition (IMAP/POP3 proxy): "perdition ready on <address> <id>"
+    BannerRule("perdition", re.compile(r"\bperdition ready on \S+ [0-9a-f]+$"), "perdition"),
+    # Stalwart: "Stalwart IMAP4rev2 at your service." (after the CAPABILITY response code)
+    BannerRule("stalwart", re.compile(r"\bStalwart IMAP4(?:rev[12])? at your service\b"), "Stalwart Mail Server"),
+    # twisted.mail.imap4.IMAP4Server.IDENT, sent after the CAPABILITY response code
+    BannerRule("twisted", re.compile(r"\bTwisted IMAP4rev1 Ready$"), "Twisted IMAP"),
+    # Hoodiecrow (scriptable IMAP test server, npm): "Hoodiecrow ready for rumble"
+    BannerRule("hoodiecrow", re.compile(r"^Hoodiecrow ready for rumble\b"), "Hoodiecrow"),
+    BannerRule("communigate-pro", re.compile(r"\bCommuniGate Pro IMAP Server (\d+\.\d+[\w.]*)"), "CommuniGate Pro", 1),
+    # NetEase's Coremail (imap.163.com): "Coremail System IMap Server Ready(163com[<id>])"
+    BannerRule("coremail", re.compile(r"\bCoremail System IMap Server Ready\b"), "Coremail"),
+    # Tencent QQ Mail / Exmail: "QQMail XMIMAP4Server ready", "QQMail IMAP4Server ready"
+    BannerRule("qq-mail", re.compile(r"\bQQMail (?:XM)?IMAP4Server ready\b"), "Tencent QQ Mail"),
 ]
+
+#: the ID response's "name" field (RFC 2971) is the server naming itself
+_ID_RULE = "rfc2971-id-name"
+
+
+#: Exchange rules whose first group is the release year the greeting names
+_YEAR_RULES = ("exchange-2000-2003-greeting", "exchange-2003-greeting-de", "exchange-2007-greeting")
+
+
+def _exchange_facts(f: Finding, m: re.Match[str] | None, greeting: str) -> None:
+    """Exchange release from the greeting's year or its build; the 2013+ greeting token."""
+    if m is not None and f.rule in tuple(rule_name("imap", r) for r in _YEAR_RULES):
+        f.details["exchange_release"] = m.group(1)
+    elif f.version and exchange_release(f.version):
+        f.details["exchange_release"] = exchange_release(f.version)
+    name = decode_exchange_token(greeting)
+    if name:
+        f.details["server_name"] = name
+        f.add("greeting token", f"base64 UTF-16LE server name: {name}")
+        f.details.setdefault("exchange_release", "2013 or later")
+        f.rule = rule_name("imap", "exchange-2013-plus-greeting-token")
+    elif f.rule == rule_name("imap", "exchange-2010-plus-greeting"):
+        f.details.setdefault("exchange_release", "2010 or later")
 
 
 def identify(greeting: str, caps: list[str], ident: dict[str, str]) -> Finding:
-    """Name the product from the greeting, the capabilities and the ID fields."""
+    """Name the product from the greeting, the capabilities and the ID fields.
+
+    Every product/version claim comes from a rule and sets ``finding.rule``; a greeting no rule
+    knows keeps its text as evidence and names nothing.
+    """
     f = Finding(service="imap", confidence=8)
     f.add("greeting", greeting)
-    match_banner(_BANNERS, greeting, f)
+    m = match_banner(_BANNERS, greeting, f, "imap")
     if f.product == "Microsoft Exchange Server":
-        m = re.search(r"Exchange Server (\d{4})", greeting)
-        if m:
-            f.details["exchange_release"] = m.group(1)
-        if "version" not in f.details and f.version and f.version.startswith("5.5"):
-            f.details["exchange_release"] = "5.5"
-        name = decode_exchange_token(greeting)
-        if name:
-            f.details["server_name"] = name
-            f.add("greeting token", f"base64 UTF-16LE server name: {name}")
-            f.details.setdefault("exchange_release", "2013 or later")
+        _exchange_facts(f, m, greeting)
     if ident:
         f.details["id"] = ident
         name = ident.get("name")
         if name and f.product is None:
             f.product = name
             f.confidence = 10
-        if ident.get("version") and f.version is None:
+            f.rule = rule_name("imap", _ID_RULE)
+            if looks_like_version(ident.get("version")):
+                f.version = ident["version"]
+        elif name and f.product and name.lower() in f.product.lower() and f.version is None \
+                and looks_like_version(ident.get("version")):
             f.version = ident["version"]
         f.add("ID", " ".join(f"{k}={v}" for k, v in ident.items()))
     if f.product is None:
-        m = re.search(r"Server Version ([\w.]+)", greeting, re.I)
-        if m:  # a version with no product name: keep it, name nothing
-            f.details["banner_version"] = m.group(1)
-    m = re.search(r"\((Debian|Ubuntu|Red Hat|CentOS|FreeBSD)[^)]*\)", greeting)
-    if m:
-        f.extrainfo = m.group(0).strip("()")
+        m2 = re.search(r"Server Version (\d[\w.]*)", greeting, re.I)
+        if m2:  # a version with no product name: keep it, name nothing
+            f.details["banner_version"] = m2.group(1)
+    m3 = re.search(r"\((Debian|Ubuntu|Red Hat|CentOS|FreeBSD)[^)]*\)", greeting)
+    if m3:
+        f.extrainfo = m3.group(0).strip("()")
     return f
 
 

@@ -7,13 +7,16 @@ then ``CAPABILITIES`` inside TLS, finally ``QUIT``. Never posts, never authentic
 
 Collects: the greeting (200 posting allowed / 201 no posting, or 400/502 refusals), the
 capability list (``IMPLEMENTATION`` names the product), the product and version (INN, Leafnode,
-Microsoft Exchange's and IIS's NNTP services, Diablo, Cyclone, ...), the reader/transit mode.
+the Windows/IIS NNTP service that Exchange 2000/2003 also use), the reader/transit mode. Every
+product claim comes from a named rule (``finding.rule``); greetings no rule knows are kept as
+evidence and name nothing.
 """
 
 from __future__ import annotations
 
 import re
 
+from probes._microsoft import exchange_release, windows_of_service_build
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
@@ -27,7 +30,7 @@ from scanner.api import (
     TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
-from scanner.textproto import decode_text, frame_dot_block, frame_line, match_banner, split_lines
+from scanner.textproto import BannerRule, decode_text, frame_dot_block, frame_line, match_banner, rule_name, split_lines
 
 __all__ = ["NNTPProbe", "identify", "parse_capabilities", "parse_status"]
 
@@ -56,37 +59,72 @@ def parse_capabilities(msg: bytes) -> dict[str, str]:
     return caps
 
 
-_BANNERS: list[tuple[re.Pattern[str], str, int | None]] = [
-    (re.compile(r"InterNetNews (?:NNRP )?server INN ([\w.\-]+)"), "InterNetNews (INN)", 1),
-    (re.compile(r"\bINN ([\d][\w.\-]*)"), "InterNetNews (INN)", 1),
-    (re.compile(r"Leafnode NNTP Daemon, version ([\w.\-]+)"), "Leafnode", 1),
-    (re.compile(r"Microsoft Exchange Internet News Service Version ([\d.]+)"), "Microsoft Exchange Server", 1),
-    (re.compile(r"NNTP Service ([\d.]+) Version: [\d.]+"), "Microsoft IIS NNTP", 1),
-    (re.compile(r"Microsoft NNTP Service"), "Microsoft IIS NNTP", None),
-    (re.compile(r"DIABLO|Diablo"), "Diablo", None),
-    (re.compile(r"Cyclone"), "Cyclone", None),
-    (re.compile(r"Typhoon"), "Typhoon", None),
-    (re.compile(r"DNEWS Version ([\w.]+)"), "DNews", 1),
-    (re.compile(r"Giganews"), "Giganews", None),
+# Banner rules: each names a product only from the product's own words in the greeting (never a
+# host name), with a stable id (finding.rule = "portproof:nntp/<id>"). Every row has a real greeting
+# in tests/probes/test_mail_rules.py; Microsoft facts in docs/microsoft-mail.md. Products we know no
+# sourced greeting for (Diablo, Typhoon/Cyclone, DNews ...) are left to the service database.
+_BANNERS: list[BannerRule] = [
+    # INN: "host InterNetNews NNRP server INN 2.7.1 ready (posting ok)" (nnrpd),
+    # "host InterNetNews server INN 2.5.2 ready (transit mode)" (innd)
+    BannerRule("inn", re.compile(r"\bInterNetNews (?:NNRP )?server INN (\d+\.\d+[\w.\-]*)"), "InterNetNews (INN)", 1),
+    BannerRule("leafnode", re.compile(r"\bLeafnode NNTP Daemon, version (\d+\.\d+[\w.\-]*)"), "Leafnode", 1),
+    # sn (snntpd): "Hi, you can't post (sn version 0.3.8)"
+    BannerRule("sn", re.compile(r"\(sn version (\d+\.\d+[\w.]*)\)$"), "sn", 1),
+    # IIS 4 (NT 4.0 Option Pack): "NNTP Service Microsoft(R) Internet Services 5.5 Version: 5.5.1774.x ..."
+    # (the registered sign is sent as one latin-1 byte, decoded as "®", or written "(R)")
+    BannerRule("iis-nntp-internet-services",
+               re.compile(r"^NNTP Service Microsoft(?:®|\(R\))? Internet Services \d+\.\d+ "
+                          r"Version: (\d+\.\d+\.\d+[\d.]*)"),
+               "Microsoft IIS NNTP", 1),
+    # Windows 2000 / Server 2003 NNTP service (also Exchange 2000/2003's news service):
+    # "NNTP Service 6.0.3790.3959 Version: 6.0.3790.3959 Posting Allowed"
+    BannerRule("iis-nntp-version",
+               re.compile(r"^NNTP Service \d+\.\d+\.\d+[\d.]* Version: (\d+\.\d+\.\d+[\d.]*) "
+                          r"Posting (?:Allowed|Not Allowed)"),
+               "Microsoft IIS NNTP", 1),
+    # Cyrus nntpd with serverinfo: on: "<host> Cyrus NNTP 3.6.1-Debian-3.6.1-4+deb12u5 server ready, ..."
+    BannerRule("cyrus", re.compile(r"\bCyrus NNTP(?: Murder)? v?(\d+\.\d+[\d.]*)[\w.\-+~]* server ready"),
+               "Cyrus NNTP", 1),
+    # JamNNTPd (JAM message bases): "Welcome to JamNNTPd/<platform> <version> (posting may ...)"
+    BannerRule("jamnntpd", re.compile(r"\bJamNNTPd/\w+ (\d+\.\d+[\w.]*)"), "JamNNTPd", 1),
+    # Ginzicut (Python NNTP server): "<address> Ginzicut 1.0 server ready (no posting allowed)"
+    BannerRule("ginzicut", re.compile(r"\bGinzicut (\d+\.\d+[\w.]*) server ready\b"), "Ginzicut", 1),
 ]
+
+#: the CAPABILITIES IMPLEMENTATION value (RFC 3977 §5.2: the server's own name and version)
+_INN_IMPLEMENTATION = re.compile(r"INN (\d+\.\d+[\w.\-]*)")
+_IMPLEMENTATION = re.compile(r"([A-Za-z][\w\-]*?(?: [A-Za-z][\w\-]*?)*)[ _/-]v?(\d+(?:\.\d+)+[\w.\-]*)")
+_GENERIC_NAMES = frozenset({"nntp", "nntpd", "news", "news server", "nntp server", "server", "generic"})
 
 
 def identify(code: int, greeting: str, caps: dict[str, str]) -> Finding:
-    """Name the product from the greeting and the IMPLEMENTATION capability."""
+    """Name the product from the greeting and the IMPLEMENTATION capability.
+
+    Every product/version claim comes from a rule and sets ``finding.rule``; a greeting no rule
+    knows keeps its text as evidence and names nothing.
+    """
     f = Finding(service="nntp", confidence=8)
     f.add("greeting", f"{code} {greeting}")
-    match_banner(_BANNERS, greeting, f)
+    match_banner(_BANNERS, greeting, f, "nntp")
+    if f.product == "Microsoft IIS NNTP" and f.version:
+        os_name = windows_of_service_build(f.version)
+        if os_name:
+            f.details["os"] = os_name
+            f.extrainfo = os_name
+    elif f.product == "Microsoft Exchange Server" and f.version:
+        f.details["exchange_release"] = exchange_release(f.version)
     impl = caps.get("IMPLEMENTATION")
     if impl:
         f.add("CAPABILITIES IMPLEMENTATION", impl)
         f.details["implementation"] = impl
-        m = re.match(r"INN ([\w.\-]+)", impl)
+        m = _INN_IMPLEMENTATION.fullmatch(impl.strip())
+        im = _IMPLEMENTATION.fullmatch(impl.strip())
         if m:
-            f.product, f.version = "InterNetNews (INN)", m.group(1)
-        elif f.product is None:
-            m2 = re.match(r"(.+?)[ /]v?(\d+(?:\.\d+)+\w*)", impl)
-            f.product, f.version = (m2.group(1), m2.group(2)) if m2 else (impl, None)
-        f.confidence = 10
+            f.product, f.version, f.confidence = "InterNetNews (INN)", m.group(1), 10
+            f.rule = rule_name("nntp", "inn-implementation")
+        elif f.product is None and im and im.group(1).lower() not in _GENERIC_NAMES:
+            f.product, f.version, f.confidence = im.group(1), im.group(2), 10
+            f.rule = rule_name("nntp", "rfc3977-implementation")
     f.details["posting"] = code == 200
     if "transit mode" in greeting:
         f.details["mode"] = "transit"
@@ -119,12 +157,16 @@ class NNTPProbe(Probe):
         code, text = parse_status((yield Recv(frame_line)))
         if code not in (200, 201, 400, 502):
             raise NotThisProtocol(f"greeting code {code} is not an NNTP greeting")
-        finding = ctx.found(identify(code, text, {}))
+        finding = identify(code, text, {})
         if code >= 400:
             finding.details["refused"] = f"{code} {text}"
             finding.confidence = min(finding.confidence, 6)
             return finding
         named = finding.product is not None or re.search(r"\b(?:NNTP|NNRP|news)", text, re.I) is not None
+        if named:
+            # a greeting naming NNTP (or an NNTP product) proves the protocol: the runner keeps it
+            # whatever ends the dialogue later; a bare 200 does not
+            ctx.found(finding)
         rest = self._after_greeting(ctx, code, text, finding)
         return (yield from keep_greeting_in_replay(ctx, finding, rest, named))
 

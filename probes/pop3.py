@@ -7,13 +7,16 @@ TLS, finally ``QUIT``. Never logs in.
 
 Collects: the greeting (and its APOP timestamp if any), the capability list before and after TLS
 (``IMPLEMENTATION`` often names the product), SASL mechanisms, the product and version (Dovecot,
-Cyrus, Courier, qpopper, Microsoft Exchange, CMailServer, lavad, the 1&1 platform ...).
+Qpopper, Microsoft Exchange 5.0 .. 2019, the Windows POP3 service, CMailServer, lavad, Gmail, the
+1&1 platform ...). Every product claim comes from a named rule (``finding.rule``); greetings no
+rule knows are kept as evidence and name nothing.
 """
 
 from __future__ import annotations
 
 import re
 
+from probes._microsoft import exchange_release
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
@@ -27,7 +30,7 @@ from scanner.api import (
     TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
-from scanner.textproto import decode_text, frame_dot_block, frame_line, match_banner, split_lines
+from scanner.textproto import BannerRule, decode_text, frame_dot_block, frame_line, match_banner, rule_name, split_lines
 
 __all__ = ["POP3Probe", "identify", "parse_capa", "parse_status"]
 
@@ -57,49 +60,103 @@ def parse_capa(msg: bytes) -> dict[str, str]:
     return caps
 
 
-_BANNERS: list[tuple[re.Pattern[str], str, int | None]] = [
-    (re.compile(r"Microsoft Exchange Server (\d{4}) POP3 server version ([\d.]+)"), "Microsoft Exchange Server", 2),
-    (re.compile(r"Microsoft Exchange (?:2000 )?POP3 server version ([\d.]+)"), "Microsoft Exchange Server", 1),
-    (re.compile(r"The Microsoft Exchange POP3 service is ready"), "Microsoft Exchange Server", None),
-    (re.compile(r"Microsoft Windows POP3 Service Version ([\d.]+)"), "Microsoft Windows POP3 Service", 1),
-    (re.compile(r"Dovecot"), "Dovecot", None),
-    (re.compile(r"Cyrus POP3(?: Murder)? v?([\w.\-]+)"), "Cyrus POP3", 1),
-    (re.compile(r"Qpopper \(version ([\w.]+)\)"), "Qpopper", 1),
-    (re.compile(r"POP3 (20\d\d[a-z]?\.[\d.]+) server ready"), "UW POP3", 1),
-    (re.compile(r"CMailServer ([\w.]+)"), "CMailServer", 1),
-    (re.compile(r"POP server ready H mi\w+"), "1&1 / United Internet mail platform", None),
-    (re.compile(r"^lavad\b"), "lavad", None),
-    (re.compile(r"Zimbra"), "Zimbra", None),
-    (re.compile(r"hMailServer"), "hMailServer", None),
-    (re.compile(r"Kerio Connect ([\d.]+)"), "Kerio Connect", 1),
-    (re.compile(r"MDaemon(?: POP3 Server)? v?([\w.]+)"), "MDaemon", 1),
-    (re.compile(r"Gpop ready"), "Google Gmail POP3", None),
+# Banner rules: each names a product only from the product's own words in the greeting (never a
+# host name), with a stable id (finding.rule = "portproof:pop3/<id>"). Every row has a real greeting
+# in tests/probes/test_mail_rules.py; Microsoft facts in docs/microsoft-mail.md.
+_BANNERS: list[BannerRule] = [
+    # Exchange 5.0 / 5.5: "Microsoft Exchange POP3 server version 5.5.2653.23 ready"
+    BannerRule("exchange-5.x-greeting",
+               re.compile(r"\bMicrosoft Exchange POP3 server version (\d+\.\d+\.\d+[\d.]*) ready"),
+               "Microsoft Exchange Server", 1),
+    # Exchange 2000 / 2003: "Microsoft Exchange 2000 POP3 server version 6.0.6249.0 (host) ready.",
+    # "Microsoft Exchange Server 2003 POP3 server version 6.5.7638.1 (host) ready."
+    BannerRule("exchange-2000-2003-greeting",
+               re.compile(r"\bMicrosoft Exchange (?:Server )?(2000|2003) POP3 server version (\d+\.\d+\.\d+[\d.]*)"),
+               "Microsoft Exchange Server", 2),
+    # Exchange 2007: "Microsoft Exchange Server 2007 POP3 service ready"
+    BannerRule("exchange-2007-greeting", re.compile(r"\bMicrosoft Exchange Server (2007) POP3 service ready"),
+               "Microsoft Exchange Server", 1),
+    # Exchange 2010 and later: the default of Set-PopSettings -Banner ("The Microsoft Exchange POP3
+    # service is ready."; admins prefix their own words: "The *WGS* Microsoft Exchange POP3 ...")
+    BannerRule("exchange-2010-plus-greeting", re.compile(r"\bMicrosoft Exchange POP3 service is ready"),
+               "Microsoft Exchange Server"),
+    # the POP3 service of Windows Server 2003 (not Exchange)
+    BannerRule("windows-pop3-service", re.compile(r"\bMicrosoft Windows POP3 Service Version (\d+\.\d+[\d.]*)"),
+               "Microsoft Windows POP3 Service", 1),
+    BannerRule("dovecot", re.compile(r"\bDovecot(?: \([^()]{1,40}\))? ready\b"), "Dovecot"),
+    BannerRule("cyrus", re.compile(r"\bCyrus POP3(?: Murder)? v?(\d+\.\d+[\d.]*)[\w.\-+~]* server ready"),
+               "Cyrus POP3", 1),
+    BannerRule("mailenable", re.compile(r"^Welcome to MailEnable POP3 Server\b"), "MailEnable"),
+    # JPOP: "JPOP server ready (jpop39) <stamp>", or behind a front end's words: "Maildrop ready, (JPOP
+    # server ready)." (Verizon)
+    BannerRule("jpop", re.compile(r"(?:^|\()JPOP server ready\b"), "JPOP"),
+    # perdition's POP3 greeting carries a typo of its own name: "POP3 perditon ready on <address> <id>"
+    BannerRule("perdition", re.compile(r"^POP3 perditi?on ready on \S+ [0-9a-f]+$"), "perdition"),
+    # Qpopper: "Qpopper (version 4.0.5) at host starting." (older releases: "QPOP (version 2.53)")
+    BannerRule("qpopper", re.compile(r"\b(?:Qpopper|QPOP) \(version (\d+\.\d+[\w.]*)\)"), "Qpopper", 1),
+    BannerRule("cmailserver", re.compile(r"\bCMailServer (\d+\.\d+[\w.]*)"), "CMailServer", 1),
+    BannerRule("1and1-platform", re.compile(r"\bPOP server ready H mi\w+"), "1&1 / United Internet mail platform"),
+    # Lavabit's daemon greets with its bare name ("+OK lavad") and names its version in CAPA
+    BannerRule("lavad", re.compile(r"^lavad(?=$| )"), "lavad"),
+    BannerRule("gmail-gpop", re.compile(r"^Gpop ready for requests from "), "Google Gmail POP3"),
+    BannerRule("e-novation", re.compile(r"^E\.Novation POP3 server ready\b"), "E.Novation mail server"),
+    # Lotus Notes / Domino's POP3 task: "Lotus Notes POP3 server version X2.0 ready <stamp>"; "X2.0" is the
+    # task's own mark, not a Domino release (and does not look like a version), so no version is claimed
+    BannerRule("lotus-notes", re.compile(r"^Lotus Notes POP3 server version \S+ ready\b"), "IBM Domino"),
+    BannerRule("popgun", re.compile(r"^POPgun POP3 server ready\b"), "POPgun"),
+    # Stalwart's SERVER_GREETING constant: "Stalwart POP3 at your service."
+    BannerRule("stalwart", re.compile(r"^Stalwart POP3 at your service\b"), "Stalwart Mail Server"),
+    # GreenMail (Java test mail server): "POP3 GreenMail Server v1.6.12 ready"
+    BannerRule("greenmail", re.compile(r"\bGreenMail Server v(\d+\.\d+[\w.]*) ready\b"), "GreenMail", 1),
+    BannerRule("inbucket", re.compile(r"^Inbucket POP3 server ready\b"), "Inbucket"),
+    # the sample POP3 service of the Windows NT 4.0 Resource Kit Mail Server (MailSrv), Microsoft KB Q165738
+    BannerRule("nt-mailsrv-example", re.compile(r"^Welcome to NT Example POP3 server\.?$"),
+               "Windows NT Resource Kit MailSrv"),
 ]
+
+#: the CAPA IMPLEMENTATION value (RFC 2449 §6.9: the server's own implementation name): "name version"
+#: with a real separator (space, slash, underscore or hyphen) and a version that starts with a digit
+_IMPLEMENTATION = re.compile(r"([A-Za-z][\w\-]*?(?: [A-Za-z][\w\-]*?)*)[ _/-]v?(\d+(?:\.\d+)+[\w.\-]*)")
+#: IMPLEMENTATION names that name no product
+_GENERIC_NAMES = frozenset({"pop", "pop3", "pop3d", "server", "mail", "mail server", "pop3 server", "generic"})
 
 
 def identify(greeting: str, caps: dict[str, str]) -> Finding:
-    """Name the product from the greeting and the CAPA list."""
+    """Name the product from the greeting and the CAPA list.
+
+    Every product/version claim comes from a rule and sets ``finding.rule``; a greeting no rule
+    knows keeps its text as evidence and names nothing.
+    """
     f = Finding(service="pop3", confidence=8)
     f.add("greeting", "+OK " + greeting)
-    match_banner(_BANNERS, greeting, f)
+    m = match_banner(_BANNERS, greeting, f, "pop3")
+    if f.product == "Microsoft Exchange Server":
+        if m is not None and m.re.groups >= 1 and f.rule in (
+            rule_name("pop3", "exchange-2000-2003-greeting"), rule_name("pop3", "exchange-2007-greeting")
+        ):
+            f.details["exchange_release"] = m.group(1)
+        elif f.version and exchange_release(f.version):
+            f.details["exchange_release"] = exchange_release(f.version)
+        elif f.rule == rule_name("pop3", "exchange-2010-plus-greeting"):
+            f.details["exchange_release"] = "2010 or later"
     impl = caps.get("IMPLEMENTATION")
     if impl:
         f.add("CAPA IMPLEMENTATION", impl)
         f.details["implementation"] = impl
-        m = re.match(r"([A-Za-z][\w\-]*(?: [A-Za-z][\w\-]*)*?)[ -_/]v?(\d+(?:\.\d+)+\w*)", impl)
-        if f.product is None or f.version is None:
-            if m:
-                f.product = f.product or m.group(1)
-                f.version = f.version or m.group(2)
-            elif f.product is None:
-                f.product = impl.split()[0]
-            f.confidence = 10
-    m = re.search(r"<[^<>@\s]+@[^<>\s]+>", greeting)
-    if m:
-        f.details["apop_timestamp"] = m.group(0)
-    m = re.search(r"\((Debian|Ubuntu|Red Hat|CentOS|FreeBSD)[^)]*\)", greeting)
-    if m:
-        f.extrainfo = m.group(0).strip("()")
+        im = _IMPLEMENTATION.fullmatch(impl.strip())
+        if im and im.group(1).lower() not in _GENERIC_NAMES:
+            name, version = im.group(1), im.group(2)
+            if f.product is None:
+                f.product, f.version, f.confidence = name, version, 10
+                f.rule = rule_name("pop3", "rfc2449-implementation")
+            elif f.version is None and f.product.lower().startswith(name.lower()):
+                f.version = version  # the same product names its version in CAPA
+    m2 = re.search(r"<[^<>@\s]+@[^<>\s]+>", greeting)
+    if m2:
+        f.details["apop_timestamp"] = m2.group(0)
+    m3 = re.search(r"\((Debian|Ubuntu|Red Hat|CentOS|FreeBSD)[^)]*\)", greeting)
+    if m3:
+        f.extrainfo = m3.group(0).strip("()")
     return f
 
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 
 from scanner.api import Dialogue, Finding, NotThisProtocol, Probe, ProbeContext, Recv
-from scanner.textproto import decode_text, frame_line
+from scanner.textproto import LineFramer, decode_text, rule_name
 
 __all__ = ["LinkStateBanner", "ResvcProbe", "frame_resvc_banner", "parse_resvc_banner"]
 
@@ -47,9 +47,8 @@ class LinkStateBanner:
     banner: str
 
 
-def frame_resvc_banner(buf: bytes) -> int | None:
-    """Frame the greeting: one line, at most :data:`MAX_BANNER` bytes."""
-    return frame_line(buf, max_line=MAX_BANNER)
+#: frame the greeting: one line, at most :data:`MAX_BANNER` bytes (resumable)
+frame_resvc_banner = LineFramer(MAX_BANNER)
 
 
 def parse_resvc_banner(line: bytes) -> LinkStateBanner:
@@ -87,6 +86,8 @@ class ResvcProbe(Probe):
             version=banner.version,
             confidence=10,
             extrainfo=f"node {{{banner.guid}}}",
+            # the greeting names the routing engine itself ("Microsoft Routing Server ready")
+            rule=rule_name("resvc", "exchange-routing-server-greeting"),
         )
         finding.add("greeting", banner.banner)
         finding.details.update({"guid": banner.guid, "nodeinfo": banner.nodeinfo, "banner": banner.banner})

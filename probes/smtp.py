@@ -9,7 +9,9 @@ a mail transaction.
 
 Collects: the greeting (host name, product, version), the EHLO extension list before and after
 TLS, the AUTH mechanisms, the size limit, Exchange's private keywords (X-EXPS, X-ANONYMOUSTLS,
-XEXCH50, X-LINK2STATE, XSHADOW, XRDST ...) and what they say about the Exchange generation.
+XEXCH50, X-LINK2STATE, XSHADOW, XRDST ...) and what they say about the Exchange generation, the
+Windows SMTP service build kept apart from the OS it names (docs/microsoft-mail.md). Every product
+claim comes from a named rule (``finding.rule``); greetings no rule knows name nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from probes._microsoft import exchange_release, windows_of_service_build
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
@@ -30,7 +33,7 @@ from scanner.api import (
     TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
-from scanner.textproto import decode_text, frame_smtp_reply, match_banner
+from scanner.textproto import BannerRule, decode_text, frame_smtp_reply, match_banner, rule_name
 
 __all__ = ["SMTPProbe", "SMTPReply", "build_command", "frame_reply", "identify", "parse_ehlo", "parse_reply"]
 
@@ -48,9 +51,8 @@ class SMTPReply:
         return "\n".join(self.lines)
 
 
-def frame_reply(buf: bytes) -> int | None:
-    """Frame one SMTP reply (multi-line up to the ``ddd<SP>`` line)."""
-    return frame_smtp_reply(buf)
+#: frame one SMTP reply (multi-line up to the ``ddd<SP>`` line); resumable (see scanner.textproto)
+frame_reply = frame_smtp_reply
 
 
 def parse_reply(msg: bytes) -> SMTPReply:
@@ -95,33 +97,64 @@ def parse_ehlo(reply: SMTPReply) -> EHLOInfo:
     return EHLOInfo(host=host, greeting_text=first, extensions=ext)
 
 
-# (regex over the greeting text, product, version group or None, extra facts)
-_BANNERS: list[tuple[re.Pattern[str], str, int | None]] = [
-    (re.compile(r"Microsoft ESMTP MAIL Service, Version: ([\d.]+)"), "Microsoft IIS SMTP", 1),
-    (re.compile(r"Microsoft ESMTP MAIL Service ready"), "Microsoft Exchange Server", None),
-    (re.compile(r"Microsoft Exchange Internet Mail Service ([\d.]+)"), "Microsoft Exchange Server", 1),
-    (re.compile(r"Microsoft SMTP MAIL ready at"), "Microsoft IIS SMTP", None),
-    (re.compile(r"ESMTP Exim ([\w.]+)"), "Exim", 1),
-    (re.compile(r"\bExim ([\d.]+)"), "Exim", 1),
-    (re.compile(r"Sendmail ([\w.]+)(?:/[\w.]+)?"), "Sendmail", 1),
-    (re.compile(r"Postfix \(?(\d+\.\d+(?:\.\d+)?)\)?"), "Postfix", 1),
-    (re.compile(r"ESMTP Postfix"), "Postfix", None),
-    (re.compile(r"\bPostfix\b"), "Postfix", None),
-    (re.compile(r"E-MailRelay V([\w.]+)"), "E-MailRelay", 1),
-    (re.compile(r"Python SMTP ([\d.]+)"), "aiosmtpd (Python SMTP)", 1),
-    (re.compile(r"OpenSMTPD"), "OpenSMTPD", None),
-    (re.compile(r"\bqmail\b", re.I), "qmail", None),
-    (re.compile(r"Haraka(?:/| )?([\d.]+)?"), "Haraka", 1),
-    (re.compile(r"CommuniGate Pro(?: SMTP)? ([\w.]+)"), "CommuniGate Pro", 1),
-    (re.compile(r"MailEnable Service(?:, Version: ([\w.-]+))?"), "MailEnable", 1),
-    (re.compile(r"hMailServer"), "hMailServer", None),
-    (re.compile(r"Zimbra"), "Zimbra", None),
-    (re.compile(r"Lotus Domino|IBM Domino"), "IBM Domino", None),
-    (re.compile(r"Courier"), "Courier MTA", None),
-    (re.compile(r"SubEthaSMTP(?: ([\w.]+))?"), "SubEthaSMTP", 1),
-    (re.compile(r" - gsmtp\b"), "Google gsmtp", None),
-    (re.compile(r"Kerio Connect ([\d.]+)"), "Kerio Connect", 1),
-    (re.compile(r"MDaemon ESMTP(?: server)? ([\w.]+)"), "MDaemon", 1),
+# Banner rules: each names a product only from the product's own words in the greeting (never a
+# host name), with a stable id (finding.rule = "portproof:smtp/<id>"). Sources: the tests in
+# tests/probes/test_mail_rules.py cite a real greeting for every row; Microsoft facts are in
+# docs/microsoft-mail.md.
+_BANNERS: list[BannerRule] = [
+    # Windows' SMTP service (IIS SMTP, SMTPSVC) names its build: 5.0.2195.x on Windows 2000,
+    # 6.0.3790.x on Windows Server 2003, 7.5.7601.x on 2008 R2 SP1 ...; Exchange 2000/2003 use it
+    BannerRule("iis-smtpsvc-version", re.compile(r"Microsoft ESMTP MAIL Service, Version: (\d+\.\d+\.\d+[\d.]*)"),
+               "Microsoft IIS SMTP", 1),
+    # Exchange 2007 and later: the receive connector's default banner (no Version: field); a
+    # Microsoft support article shows it glued to the host name ("contoso.comMicrosoft ESMTP ..."),
+    # hence no word boundary
+    BannerRule("exchange-2007-plus-banner", re.compile(r"Microsoft ESMTP MAIL Service ready at "),
+               "Microsoft Exchange Server"),
+    # Exchange 5.5's Internet Mail Service: "ESMTP Server (Microsoft Exchange Internet Mail Service 5.5.2653.13)"
+    BannerRule("exchange-5.5-ims", re.compile(r"\bMicrosoft Exchange Internet Mail Service (5\.5\.\d+[\d.]*)"),
+               "Microsoft Exchange Server", 1),
+    BannerRule("exim", re.compile(r"\bE?SMTP Exim (\d+\.\d+[\w.]*)"), "Exim", 1),
+    # Sendmail's default greeting "$j ESMTP Sendmail $v/$Z; $b": the binary's version, then the
+    # configuration's version (kept in details)
+    BannerRule("sendmail-version", re.compile(r"\bSendmail (\d+\.\d+[\w.]*)(?:/(\d+\.\d+[\w.]*))?"), "Sendmail", 1),
+    # Postfix's default smtpd_banner "$myhostname ESMTP $mail_name" (Debian adds "(Debian/GNU)")
+    BannerRule("postfix", re.compile(r"\bESMTP Postfix(?=$|[ (;])(?: \(?(\d+\.\d+(?:\.\d+)?)\)?)?"), "Postfix", 1),
+    BannerRule("e-mailrelay", re.compile(r"\bE-MailRelay V(\d[\w.]*)"), "E-MailRelay", 1),
+    # aiosmtpd greets "<host> Python SMTP <version>" (aiosmtpd/smtp.py: __ident__)
+    BannerRule("aiosmtpd", re.compile(r"\bPython SMTP (\d+\.\d+[\w.]*)"), "aiosmtpd (Python SMTP)", 1),
+    BannerRule("communigate-pro", re.compile(r"\bCommuniGate Pro (\d+\.\d+[\w.]*)"), "CommuniGate Pro", 1),
+    BannerRule("subethasmtp", re.compile(r"\bESMTP SubEthaSMTP\b(?: (\S+))?"), "SubEthaSMTP", 1),
+    BannerRule("google-gsmtp", re.compile(r" - gsmtp$"), "Google gsmtp"),
+    BannerRule("mdaemon", re.compile(r"\bESMTP MDaemon (\d+\.\d+[\w.]*)"), "MDaemon", 1),
+    # Ipswitch IMail: "X1 NT-ESMTP Server host (IMail 6.00 45595-15)" or "host (IMail 8.15 78648-1) NT-ESMTP Server X1"
+    BannerRule("imail", re.compile(r"^(?=.*\bNT-ESMTP Server\b).*?\(IMail (\d+\.\d+[\w.]*)"), "Ipswitch IMail", 1),
+    # Domino's SMTP task: "<host> ESMTP Service (Lotus Domino Release 9.0.0) ready at <date>"
+    BannerRule("domino", re.compile(r"\bESMTP Service \((?:Lotus|IBM|HCL) Domino Release (\d+[\w.]*)\)"),
+               "IBM Domino", 1),
+    # Python's smtpd module (removed in 3.12): __version__ = "Python SMTP proxy version 0.3", greeting
+    # "<fqdn> <__version__>"; the version is the module's, not Python's
+    BannerRule("python-smtpd", re.compile(r"\bPython SMTP proxy version (\d+\.\d+[\w.]*)"), "Python smtpd", 1),
+    # Haraka: "<host> ESMTP Haraka/<version> ready" ("ESMTP Haraka ready" with the version hidden)
+    BannerRule("haraka", re.compile(r"\bESMTP Haraka(?:/(\d+\.\d+[\w.]*))?(?= |$)"), "Haraka", 1),
+    # Stalwart's default greeting: "<host> Stalwart ESMTP at your service"
+    BannerRule("stalwart", re.compile(r"\bStalwart ESMTP at your service\b"), "Stalwart Mail Server"),
+    BannerRule("mailhog", re.compile(r"\bESMTP MailHog$"), "MailHog"),
+    # mailcow-dockerized sets Postfix's mail_name to "Postcow": "<host> ESMTP Postcow"
+    BannerRule("mailcow-postcow", re.compile(r"\bESMTP Postcow(?=$|[ (;])"), "Postfix (mailcow)"),
+    # Paul Smith Computer Services' VPOP3: "<host> VPOP3 ESMTP Server Ready"
+    BannerRule("vpop3", re.compile(r"\bVPOP3 ESMTP Server\b"), "PSCS VPOP3"),
+    # Tencent's QQ Mail front ends: "<host> XMail Esmtp QQ Mail Server."
+    BannerRule("qq-mail", re.compile(r"\bXMail Esmtp QQ Mail Server\b"), "Tencent QQ Mail"),
+    # Amazon SES SMTP endpoints: "email-smtp.<region>.amazonaws.com ESMTP SimpleEmailService-<build> <id>"
+    BannerRule("amazon-ses", re.compile(r"\bESMTP SimpleEmailService-[\w\-]+"), "Amazon SES"),
+    # Mailgun's SMTP service ("Influx") greets without a host name: "Mailgun Influx ready"
+    BannerRule("mailgun-influx", re.compile(r"^Mailgun Influx ready\b"), "Mailgun"),
+    # AOL's multi-line greeting: a policy text in AOL's own words on its second line (the first line,
+    # host and "ESMTP MUA/Third Party Client Interface", names nothing)
+    BannerRule("aol-policy-text", re.compile(r"^AOL and its affiliated companies do not\b", re.M), "AOL Mail"),
+    # Yandex: "<host> ESMTP (Want to use Yandex.Mail for your domain? Visit http://pdd.yandex.ru)"
+    BannerRule("yandex-mail", re.compile(r"\bESMTP \(Want to use Yandex\.Mail for your domain\?"), "Yandex Mail"),
 ]
 
 #: a greeting that names SMTP itself (a bare 220 line is also an FTP greeting)
@@ -130,39 +163,86 @@ _SAYS_SMTP = re.compile(r"\b(?:E?SMTP|LMTP|MTA|mail ?service)\b(?!.*\bFTP\b)", r
 #: EHLO keywords that only Microsoft Exchange sends
 _EXCHANGE_KEYWORDS = ("X-EXPS", "X-ANONYMOUSTLS", "XEXCH50", "X-LINK2STATE", "XSHADOW", "XRDST",
                       "XPROXYFROM", "XSHADOWREQUEST", "XOORG", "X-EXCHANGEAUTH", "XRSET", "XLOOPDETECT")
+#: keywords of the Exchange 2007+ transport (never added to the Windows SMTP service by 2000/2003)
+_EXCHANGE_2007_PLUS = ("X-ANONYMOUSTLS", "XSHADOW", "XRDST", "XSHADOWREQUEST", "XPROXYFROM")
+#: keywords of the Exchange 2013+ transport
+_EXCHANGE_2013_PLUS = ("XRDST", "XSHADOWREQUEST")
+#: Exchange 2000/2003 register these verbs in the Windows SMTP service (peexch50.dll, link state)
+_EXCHANGE_2000_2003 = ("XEXCH50", "X-LINK2STATE")
+
+
+def _microsoft_facts(f: Finding) -> None:
+    """Release and OS facts that follow from a Microsoft greeting rule (the build -> release maps)."""
+    if f.product == "Microsoft IIS SMTP" and f.version:
+        os_name = windows_of_service_build(f.version)
+        if os_name:
+            f.details["os"] = os_name
+            f.extrainfo = os_name
+    elif f.product == "Microsoft Exchange Server":
+        if f.version:
+            release = exchange_release(f.version)
+            if release:
+                f.details["exchange_release"] = release
+        else:
+            f.details["exchange_generation"] = "2007 or later"
+
+
+def _exchange_keywords(f: Finding, exts: dict[str, str]) -> None:
+    """Name Exchange and its generation from its private EHLO keywords (docs/microsoft-mail.md)."""
+    exch = [k for k in _EXCHANGE_KEYWORDS if k in exts]
+    if not exch:
+        return
+    f.add("EHLO", "Exchange keywords: " + " ".join(exch))
+    if "X-LINK2STATE" in exts:
+        f.details["link_state"] = True
+    base = f.version if f.product == "Microsoft IIS SMTP" else None
+    on_windows_smtp = f.rule == rule_name("smtp", "iis-smtpsvc-version")
+    modern = any(k in exts for k in _EXCHANGE_2007_PLUS) or f.rule == rule_name("smtp", "exchange-2007-plus-banner")
+    if modern:
+        gen = "2013 or later" if any(k in exts for k in _EXCHANGE_2013_PLUS) else "2007 or later"
+        f.product = "Microsoft Exchange Server"
+        f.details["exchange_generation"] = gen
+        if f.version is None:
+            f.version = gen
+        f.rule = rule_name("smtp", "exchange-2013-plus-ehlo-keywords" if gen.startswith("2013")
+                           else "exchange-2007-plus-ehlo-keywords")
+    elif "X-LINK2STATE" in exts or ("XEXCH50" in exts and on_windows_smtp):
+        # link state travels in SMTP only between Exchange 2000/2003 servers (X-LINK2STATE, CVE-2005-0560:
+        # "the SMTP service of Exchange Server 2000 and 2003"); XEXCH50 is registered by Exchange Setup
+        # in the Windows SMTP service (peexch50.dll), which 2007+ no longer use
+        f.product, f.version = "Microsoft Exchange Server", "2000/2003"
+        f.details["exchange_generation"] = "2000/2003"
+        f.rule = rule_name("smtp", "exchange-2000-2003-ehlo-keywords")
+        if base:
+            f.details["smtpsvc_version"] = base
+            f.extrainfo = f"IIS SMTP service {base}" + (f" on {f.details['os']}" if f.details.get("os") else "")
+            if f.details.get("os") == "Windows Server 2003":
+                # Exchange 2000 is not supported on Windows Server 2003: only Exchange 2003 runs there
+                f.details["exchange_release"] = "2003"
+                f.rule = rule_name("smtp", "exchange-2003-on-windows-2003-smtpsvc")
+    elif "XEXCH50" in exts:
+        # "The XEXCH50 verb is not used by other SMTP providers": Exchange, generation not shown
+        f.product, f.version = "Microsoft Exchange Server", None
+        f.rule = rule_name("smtp", "exchange-xexch50")
+    else:
+        return  # X-EXPS and the like alone: kept as evidence, no claim
+    f.confidence = 10
 
 
 def identify(greeting: SMTPReply, ehlo: EHLOInfo | None) -> Finding:
-    """Name the product from the greeting and the EHLO keywords, with the evidence."""
+    """Name the product from the greeting and the EHLO keywords, with the evidence.
+
+    Every product/version claim comes from a rule and sets ``finding.rule``; a greeting no rule
+    knows keeps its text as evidence and names nothing.
+    """
     text = greeting.text
     f = Finding(service="smtp", confidence=7)
     f.add("greeting", f"{greeting.code} {greeting.lines[0] if greeting.lines else ''}")
-    match_banner(_BANNERS, text, f)
-    exts = ehlo.extensions if ehlo else {}
-    exch = [k for k in _EXCHANGE_KEYWORDS if k in exts]
-    if exch:
-        f.add("EHLO", "Exchange keywords: " + " ".join(exch))
-        modern = any(k in exts for k in ("X-ANONYMOUSTLS", "XSHADOW", "XRDST", "XSHADOWREQUEST", "XPROXYFROM"))
-        modern = modern or "ready at" in text
-        if not modern and ("X-LINK2STATE" in exts or "XEXCH50" in exts):
-            # Exchange 2000/2003 add XEXCH50 and X-LINK2STATE to the IIS SMTP service; 2007+ still
-            # offers XEXCH50 but adds X-ANONYMOUSTLS / XSHADOW and greets "... ready at <date>"
-            f.details["exchange_generation"] = "2000/2003"
-            base = f.version if f.product == "Microsoft IIS SMTP" else None
-            f.product = "Microsoft Exchange Server"
-            f.version = "2000/2003"
-            if base:
-                f.details["smtpsvc_version"] = base
-                f.extrainfo = f"IIS SMTP service {base}"
-        else:
-            f.product = "Microsoft Exchange Server"
-            gen = "2013 or later" if ("XRDST" in exts or "XSHADOWREQUEST" in exts) else "2007 or later"
-            f.details["exchange_generation"] = gen
-            if f.version is None:
-                f.version = gen
-        f.confidence = 10
-        if "X-LINK2STATE" in exts:
-            f.details["link_state"] = True
+    m = match_banner(_BANNERS, text, f, "smtp")
+    if m is not None and f.rule == rule_name("smtp", "sendmail-version") and m.group(2):
+        f.details["sendmail_config_version"] = m.group(2)
+    _microsoft_facts(f)
+    _exchange_keywords(f, ehlo.extensions if ehlo else {})
     if f.product is None and greeting.lines:
         f.confidence = 8 if ehlo else 6
     host = greeting.lines[0].split(" ", 1)[0] if greeting.lines else ""
@@ -194,13 +274,17 @@ class SMTPProbe(Probe):
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """Greeting, EHLO/HELO, STARTTLS + EHLO, QUIT."""
         greeting = parse_reply((yield Recv(frame_reply)))
-        finding = ctx.found(identify(greeting, None))
+        finding = identify(greeting, None)
         finding.details["greeting"] = greeting.text
         if greeting.code != 220:
             finding.details["refused"] = f"{greeting.code} {greeting.text}"
             finding.confidence = min(finding.confidence, 6)
             return finding
         named = finding.product is not None or _SAYS_SMTP.search(greeting.text) is not None
+        if named:
+            # a greeting naming SMTP (or an SMTP product) proves the protocol: the runner keeps it
+            # whatever ends the dialogue later; a bare 220 does not (FTP greets so too)
+            ctx.found(finding)
         rest = self._after_greeting(ctx, greeting, finding)
         return (yield from keep_greeting_in_replay(ctx, finding, rest, named))
 
@@ -247,6 +331,7 @@ class SMTPProbe(Probe):
                     refined = identify(greeting, tls_ehlo)
                     if refined.product and refined.product != finding.product:
                         finding.product, finding.version = refined.product, refined.version
+                        finding.rule = refined.rule
         auth = finding.details.get("auth_tls") or finding.details.get("auth") or []
         if "NTLM" in (a.upper() for a in auth):
             yield from _ntlm_info(finding)

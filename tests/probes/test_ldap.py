@@ -5,9 +5,9 @@ Real replies come from two places:
 * ``data/ldap/*.bin``: the server byte streams of the probe's own dialogue, recorded against the
   lab (Samba 4.17.12 AD DC on 127.0.0.1:389 and :3268, OpenLDAP 2.5.13 on 127.0.0.1:379; the
   OpenLDAP stream ends with the StartTLS extended response, so the TLS part is not in it);
-* the public captures in ``../shared/pcaps-public`` (Windows Server 2003, 2019 and a recent DC over
+* the public captures in ``tests/data/pcaps-public`` (Windows Server 2003, 2019 and a recent DC over
   IPv6 with VLAN tags, a 2019 DC refusing a bind, OpenLDAP SASL binds, CLDAP from Samba, StartTLS),
-  read with scapy; those tests skip when the captures are absent.
+  read with scapy (shipped with the tests; a missing one fails).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from scanner.api import NotThisProtocol, RecvClosed, StepError, TLSFacts
 from scanner.testing import feed_bytewise, run_dialogue
 
 DATA = Path(__file__).parent / "data" / "ldap"
-PCAPS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+PCAPS = Path(__file__).resolve().parents[1] / "data" / "pcaps-public"  # shipped with the tests (MANIFEST.tsv)
 SAMBA_389 = (DATA / "samba-4.17-dc-389.bin").read_bytes()
 SAMBA_3268 = (DATA / "samba-4.17-dc-3268.bin").read_bytes()
 OPENLDAP_379 = (DATA / "openldap-2.5.13-379.bin").read_bytes()
@@ -352,7 +352,7 @@ def _server_streams(name: str, port: int = 389) -> list[bytes]:
     """The server-to-client TCP payload of each flow from ``port``, ordered by sequence number."""
     path = PCAPS / name
     if not path.exists():
-        pytest.skip(f"public capture {name} not present")
+        pytest.fail(f"public capture {path} is missing (the test data ships with the tests)")
     from scapy.layers.inet import TCP
     from scapy.layers.inet6 import IPv6
     from scapy.utils import rdpcap
@@ -464,7 +464,7 @@ def test_pcap_starttls_reply() -> None:
 def test_pcap_cldap_from_samba() -> None:
     path = PCAPS / "cldap-samba4-ad-dc-netlogon.pcap"
     if not path.exists():
-        pytest.skip("public capture not present")
+        pytest.fail(f"public capture {path} is missing (the test data ships with the tests)")
     from scapy.layers.inet import UDP
     from scapy.utils import rdpcap
 

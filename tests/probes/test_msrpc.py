@@ -32,7 +32,7 @@ from scanner.ntlm import NTLMError, build_negotiate
 from scanner.testing import feed_bytewise, run_dialogue
 
 DATA = Path(__file__).parent / "data"
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "pcaps-public"  # shipped with the tests (MANIFEST.tsv)
 #: server bytes recorded from the lab (Samba 4.17.12): bind_ack, ept_lookup reply (2 fragments),
 #: ept_s_not_registered reply
 SAMBA_DC = DATA / "msrpc-samba-4.17-dc.bin"
@@ -56,10 +56,10 @@ def _split(stream: bytes) -> list[bytes]:
 
 
 def _server_stream(name: str, port: int = 135) -> bytes:
-    """Server payload of the first flow from ``port`` in a public capture (skip when absent)."""
+    """Server payload of the first flow from ``port`` in a public capture (a missing one fails)."""
     path = CORPUS / name
     if not path.exists():
-        pytest.skip(f"public capture {name} not available")
+        pytest.fail(f"public capture {path} is missing (the test data ships with the tests)")
     from scapy.all import TCP, Padding, rdpcap
 
     segs: dict[tuple[int, int], dict[int, bytes]] = {}
