@@ -1,4 +1,4 @@
-"""Accuracy of ``fingerprint replay`` on the public reference captures (../shared/pcaps-public).
+"""Accuracy of ``fingerprint replay`` on the public reference captures (tests/data/pcaps-public).
 
 For every server endpoint listed in MANIFEST.tsv: is the protocol right, and the product right
 where the manifest names one? Prints one row per endpoint (truth | found) and the totals. Rows
@@ -27,7 +27,7 @@ from scanner.api import Probe
 from scanner.replay import replay_paths
 from scanner.results import ScanResult
 
-DEFAULT = Path(__file__).resolve().parents[1] / ".." / "shared" / "pcaps-public"
+DEFAULT = Path(__file__).resolve().parents[1] / "tests" / "data" / "pcaps-public"
 
 #: the service a manifest endpoint should get, by port (and by the protocol column for odd ports)
 PORT_SERVICE = {

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO / ".." / "shared" / "pcaps-public"
+DEFAULT_CORPUS = REPO / "tests" / "data" / "pcaps-public"
 OUT = Path("/tmp/portproof-bench")
 
 

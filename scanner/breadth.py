@@ -34,7 +34,7 @@ from scanner.api import Evidence, Finding
 if TYPE_CHECKING:
     from scanner.servicedb import DBMatch, ServiceDB
 
-__all__ = ["DatabaseHandle", "db_finding", "products_agree", "refine"]
+__all__ = ["DatabaseHandle", "db_finding", "names_itself", "products_agree", "refine"]
 
 #: confidence of a product named by a database hard match (ours that named itself: 10)
 DB_CONFIDENCE = 8
@@ -42,6 +42,8 @@ DB_CONFIDENCE = 8
 DB_SERVICE_CONFIDENCE = 6
 #: confidence of a database softmatch (service only)
 DB_SOFT_CONFIDENCE = 3
+#: confidence of a database product the bytes do not name (inferred from the reply's shape)
+INFERRED_CONFIDENCE = 3
 #: most database lookups one port may make (greeting + tagged replies)
 MAX_LOOKUPS = 8
 #: services that say nothing about what runs (a TLS layer, a wrapper that closed at once)
@@ -114,12 +116,12 @@ def _inputs(greeting: bytes, responses: Mapping[str, bytes]) -> list[tuple[str, 
     return items[:MAX_LOOKUPS]
 
 
-def _lookups(db: ServiceDB, inputs: Iterable[tuple[str, bytes]], tls: bool) -> list[DBMatch]:
-    out: list[DBMatch] = []
+def _lookups(db: ServiceDB, inputs: Iterable[tuple[str, bytes]], tls: bool) -> list[tuple[DBMatch, bytes]]:
+    out: list[tuple[DBMatch, bytes]] = []
     for tag, data in inputs:
         m = db.match(tag, data, tls=tls)
         if m is not None and m.service not in _NOT_A_SERVICE:
-            out.append(m)
+            out.append((m, data))
     return out
 
 
@@ -148,13 +150,26 @@ def _db_details(m: DBMatch) -> dict[str, Any]:
     return d
 
 
-def db_finding(m: DBMatch) -> Finding:
+def names_itself(product: str, data: bytes) -> bool:
+    """Whether the bytes name the product (one of its distinctive words appears in them).
+
+    A database line that names a product the bytes do not mention infers it from the shape of the
+    reply (an APOP timestamp taken for qmail, "+OK Hello there." for Courier): right on the servers
+    its author saw, a guess on others. Such claims are reported at :data:`INFERRED_CONFIDENCE`.
+    """
+    text = data.lower()
+    return any(t.encode() in text for t in _tokens(product))
+
+
+def db_finding(m: DBMatch, data: bytes = b"") -> Finding:
     """A finding named by the database alone (nothing of ours recognised the bytes)."""
     from scanner.servicedb import service_name
 
     service, _tls = service_name(m.service)
     if m.soft:
         conf = DB_SOFT_CONFIDENCE
+    elif m.product and not names_itself(m.product, data):
+        conf = INFERRED_CONFIDENCE
     else:
         conf = DB_CONFIDENCE if m.product else DB_SERVICE_CONFIDENCE
     f = Finding(
@@ -190,22 +205,26 @@ def refine(
     inputs = _inputs(greeting, responses or {})
     if not inputs:
         return finding
-    matches = _lookups(db, inputs, tls)
-    if not matches:
+    found = _lookups(db, inputs, tls)
+    if not found:
         return finding
     from scanner.servicedb import service_name
 
+    matches = [m for m, _data in found]
     if finding is None:
-        hard = [m for m in matches if not m.soft]
-        return db_finding(hard[0] if hard else matches[0])
-    same = [m for m in matches if not m.soft and service_name(m.service)[0] == finding.service]
+        hard = [(m, d) for m, d in found if not m.soft]
+        return db_finding(*(hard[0] if hard else found[0]))
+    same = [(m, d) for m, d in found if not m.soft and service_name(m.service)[0] == finding.service]
     if finding.product is None:
-        named = [m for m in same if m.product]
+        named = [(m, d) for m, d in same if m.product]
         if named:
-            m = named[0]
+            m, data = named[0]
             finding.product, finding.version = m.product, m.version
             finding.rule = m.rule
-            finding.confidence = max(min(finding.confidence, DB_CONFIDENCE), DB_SERVICE_CONFIDENCE)
+            if m.product and names_itself(m.product, data):
+                finding.confidence = max(min(finding.confidence, DB_CONFIDENCE), DB_SERVICE_CONFIDENCE)
+            else:
+                finding.confidence = min(finding.confidence, INFERRED_CONFIDENCE)
             if not finding.extrainfo:
                 finding.extrainfo = _extrainfo(m)
             finding.add(m.rule, _describe(m))
@@ -214,7 +233,7 @@ def refine(
             _note_others(finding, matches)
         return finding
     # ours named the product: the database may add a version for the same product, else evidence
-    for m in same:
+    for m, _data in same:
         if m.product and products_agree(finding.product, m.product):
             if finding.version is None and m.version:
                 finding.version = m.version

@@ -49,6 +49,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     plug.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
     plug.add_argument("--plugin-path", action="append", default=[], metavar="PATH",
                       help="load probe modules from a file or folder (development; also PORTPROOF_PLUGIN_PATH)")
+    db = p.add_argument_group("service database (breadth beyond our own rules)")
+    db.add_argument("--service-db", metavar="FILE",
+                    help="nmap-service-probes file read at run time (default: $PORTPROOF_SERVICE_DB, then "
+                    "/usr/share/nmap/nmap-service-probes from Debian's nmap-common)")
+    db.add_argument("--no-service-db", action="store_true",
+                    help="name products only from portproof's own rules (no service database)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +196,7 @@ def cmd_scan(argv: Sequence[str]) -> int:
         per_host=max(1, args.per_host), rate=args.rate, fast=args.fast, intensity=args.intensity,
         probes=tuple(args.probe), exclude=tuple(args.exclude_probe), seed=args.seed,
         client_name=args.client_name, resolve=not args.no_resolve, recorder=recorder,
+        service_db=args.service_db, use_service_db=not args.no_service_db,
     )
     results: list[Any] = []
     progress = _Progress(len(targets) * len(entries), not args.no_progress)
@@ -202,10 +209,10 @@ def cmd_scan(argv: Sequence[str]) -> int:
     # streamed JSON lines need no copy of the results (flat memory on large scans), except for -oX
     keep = not (writer is not None and not args.xml)
     options.keep_results = keep
-    done_keys: set[tuple[str, int, str]] = set()
+    done = _PortBitmap(targets, entries)  # for the interruption summary: one bit per port, not a key
 
     def on_result(r: Any) -> None:
-        done_keys.add((r.address, r.port, r.transport))
+        done.add(r.address, r.port, r.transport)
         if keep:
             results.append(r)
         if writer is not None:
@@ -250,6 +257,9 @@ def cmd_scan(argv: Sequence[str]) -> int:
     end = time.time()
     for note in scanner.notes:
         _err(note)
+    if scanner.service_db.problem:
+        _err(f"breadth reduced: {scanner.service_db.problem}; only portproof's own rules named products "
+             "(install Debian's nmap-common or give --service-db FILE)")
     meta = {"scanner": "portproof", "version": __version__, "args": list(argv), "start": start, "end": end,
             "profile": profile.name, "interrupted": code == EXIT_INTERRUPTED}
     _emit(results, args, meta, streamed=writer is not None)
@@ -258,9 +268,42 @@ def cmd_scan(argv: Sequence[str]) -> int:
 
         write_nmap_xml(results, args.xml, " ".join(["fingerprint", *argv]), start, end)
     if code == EXIT_INTERRUPTED:
-        done = done_keys | skip
+        for key in skip:
+            done.add(*key)
         _err(_unscanned_summary(targets, entries, done))
     return code
+
+
+class _PortBitmap:
+    """Which (address, port, transport) of a scan are done: one bit per port of targets x entries.
+
+    The streamed JSON-lines output promises memory that does not grow with the number of results;
+    a set of keys would cost about 150 bytes per port, this costs one bit (16,000 hosts x 22 ports:
+    44 KB), next to the index of each address and port that the target and port lists already imply.
+    """
+
+    def __init__(self, targets: Sequence[Any], entries: Sequence[Any]) -> None:
+        self._t: dict[str, int] = {}
+        for t in targets:
+            self._t.setdefault(t.address, len(self._t))
+        self._e: dict[tuple[int, str], int] = {}
+        for e in entries:
+            self._e.setdefault((e.port, e.transport), len(self._e))
+        self._bits = bytearray((len(self._t) * len(self._e) + 7) // 8)
+
+    def _index(self, address: str, port: int, transport: str) -> int | None:
+        t, e = self._t.get(address), self._e.get((port, transport))
+        return None if t is None or e is None else t * len(self._e) + e
+
+    def add(self, address: str, port: int, transport: str) -> None:
+        """Mark one port done (a key outside the scan is ignored)."""
+        i = self._index(address, port, transport)
+        if i is not None:
+            self._bits[i >> 3] |= 1 << (i & 7)
+
+    def __contains__(self, key: tuple[str, int, str]) -> bool:
+        i = self._index(*key)
+        return i is not None and bool(self._bits[i >> 3] & (1 << (i & 7)))
 
 
 def _read_resume(path: str) -> frozenset[tuple[str, int, str]]:
@@ -301,7 +344,7 @@ def _open_resume(path: str) -> Any:
     return open(path, "a", encoding="utf-8")
 
 
-def _unscanned_summary(targets: Sequence[Any], entries: Sequence[Any], done: set[tuple[str, int, str]]) -> str:
+def _unscanned_summary(targets: Sequence[Any], entries: Sequence[Any], done: _PortBitmap) -> str:
     """One paragraph for stderr: how many ports were not scanned, and which (the first few)."""
     total = len(targets) * len(entries)
     missing = [f"{t.address}:{e.port}/{e.transport}" for e in entries for t in targets

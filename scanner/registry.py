@@ -3,7 +3,9 @@
 Done as flake8/pluggy do it: find the entry points of group ``portproof.probes`` without importing
 them, sort them for determinism, load each inside a guard that names the distribution that failed,
 validate the declared facts, and register the built-ins through the very same group (our own
-``pyproject.toml``), so one code path serves everyone.
+``pyproject.toml``), so one code path serves everyone. Built-ins always win a name: they load
+first, and a plugin that claims a built-in's name is refused and reported with its distribution
+(fatal under ``--strict-plugins``).
 
 ``PORTPROOF_PLUGIN_PATH`` (or ``--plugin-path``) also loads probe modules from local files during
 development, without packaging: each ``*.py`` file (or a file given directly) is imported and every
@@ -126,17 +128,41 @@ def _dist_of(ep: EntryPoint) -> tuple[str, str]:
     return (dist.metadata["Name"] or "unknown", dist.version or "")
 
 
+def _is_builtin(ep: EntryPoint) -> bool:
+    return _dist_of(ep)[0] == BUILTIN_DIST
+
+
+def _conflict(name: str, owners: dict[str, str]) -> PluginError:
+    """The error for a probe name that is taken; it names who holds it."""
+    owner = owners[name]
+    if owner == BUILTIN_DIST:
+        return PluginError(f"a probe named {name!r} is built in ({BUILTIN_DIST}); a plugin cannot replace it")
+    return PluginError(f"a probe named {name!r} is already registered by {owner}")
+
+
 def _load_entry_points(eps: Iterable[EntryPoint], reg: Registry, strict: bool) -> None:
-    seen: set[str] = {i.probe.name for i in reg.infos}
-    for ep in sorted(eps, key=lambda e: (e.name, e.value)):
+    # Built-ins load first, whatever their names sort like, so a plugin can never take a built-in's
+    # name (``smtp = aaa_evil:Evil`` from another distribution is refused, not preferred). The
+    # built-ins' entry-point names are reserved up front: even a built-in that fails to load leaves
+    # its name to nobody else.
+    eps = sorted(eps, key=lambda e: (not _is_builtin(e), e.name, e.value))
+    owners: dict[str, str] = {i.probe.name: i.distribution for i in reg.infos}
+    reserved = {e.name for e in eps if _is_builtin(e)}
+    for ep in eps:
         dist, version = _dist_of(ep)
+        builtin = dist == BUILTIN_DIST
         try:
+            if not builtin and ep.name in reserved:
+                owners.setdefault(ep.name, BUILTIN_DIST)
+                raise _conflict(ep.name, owners)
             probe = _instantiate(ep.load())
             problems = validate_probe(probe)
             if problems:
                 raise PluginError("; ".join(problems))
-            if probe.name in seen:
-                raise PluginError(f"a probe named {probe.name!r} is already registered")
+            if not builtin and probe.name in reserved:
+                owners.setdefault(probe.name, BUILTIN_DIST)
+            if probe.name in owners:
+                raise _conflict(probe.name, owners)
         except Exception as exc:  # a broken plugin must never stop the others
             err = LoadError(
                 entry_point=f"{ep.name} = {ep.value}",
@@ -148,14 +174,12 @@ def _load_entry_points(eps: Iterable[EntryPoint], reg: Registry, strict: bool) -
                 raise PluginError(f"plugin {err.entry_point} from {err.distribution} failed: {err.error}") from exc
             reg.errors.append(err)
             continue
-        seen.add(probe.name)
-        reg.infos.append(
-            ProbeInfo(probe=probe, distribution=dist, version=version, builtin=dist == BUILTIN_DIST, origin=ep.value)
-        )
+        owners[probe.name] = dist
+        reg.infos.append(ProbeInfo(probe=probe, distribution=dist, version=version, builtin=builtin, origin=ep.value))
 
 
 def _load_paths(paths: Iterable[str], reg: Registry, strict: bool) -> None:
-    seen: set[str] = {i.probe.name for i in reg.infos}
+    owners: dict[str, str] = {i.probe.name: i.distribution for i in reg.infos}
     files: list[Path] = []
     for raw in paths:
         p = Path(raw)
@@ -182,9 +206,9 @@ def _load_paths(paths: Iterable[str], reg: Registry, strict: bool) -> None:
                 problems = validate_probe(probe)
                 if problems:
                     raise PluginError(f"{cls.__name__}: " + "; ".join(problems))
-                if probe.name in seen:
-                    raise PluginError(f"a probe named {probe.name!r} is already registered")
-                seen.add(probe.name)
+                if probe.name in owners:
+                    raise _conflict(probe.name, owners)
+                owners[probe.name] = f"local:{path}"
                 reg.infos.append(ProbeInfo(probe, f"local:{path}", "", False, str(path)))
         except Exception as exc:
             err = LoadError(str(path), f"local:{path}", f"{type(exc).__name__}: {exc}", traceback.format_exc())

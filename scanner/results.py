@@ -7,7 +7,7 @@ table and nmap XML are all rendered from them, and the shipped JSON Schema
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -20,6 +20,7 @@ __all__ = [
     "ReplaySource",
     "STATUSES",
     "ScanResult",
+    "Status",
     "TLSInfo",
     "VERDICTS",
     "step_status",
@@ -40,8 +41,9 @@ VERDICTS: tuple[str, ...] = (
     "error",  # the scan itself failed (resolution, probe bug, local resource limit)
 )
 
-#: attempt statuses (after zgrab2): one function in the engine maps low-level errors to these
-STATUSES: tuple[str, ...] = (
+#: attempt statuses (after zgrab2): one function in the engine maps low-level errors to these. The
+#: type of :attr:`Attempt.status`, so mypy checks every status written and the JSON Schema lists them.
+Status = Literal[
     "success",
     "no-match",  # the probe said: not my protocol
     "connection-refused",
@@ -54,10 +56,11 @@ STATUSES: tuple[str, ...] = (
     "probe-bug",  # the probe raised an unexpected exception (traceback kept)
     "total-timeout",
     "skipped",
-)
+]
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 
-def step_status(exc: BaseException) -> str | None:
+def step_status(exc: BaseException) -> Status | None:
     """The status of a dialogue that ended with ``exc`` (a probe's or a step's error), or None when
     ``exc`` is none of those (live scans then look at socket errors; else it is a probe bug)."""
     if isinstance(exc, NotThisProtocol):
@@ -117,7 +120,7 @@ class Attempt(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One thing the engine tried on the port, and how it ended."""
 
     probe: str
-    status: str
+    status: Status
     tls: bool = False
     elapsed_ms: float = 0.0
     error: str | None = None

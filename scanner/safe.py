@@ -12,9 +12,6 @@ import unicodedata
 
 __all__ = ["safe_text"]
 
-_CACHE: dict[str, str] = {}
-
-
 def _escape_char(ch: str) -> str:
     cp = ord(ch)
     if cp < 0x100:
@@ -25,7 +22,10 @@ def _escape_char(ch: str) -> str:
 
 
 def safe_text(text: str | bytes | None, limit: int = 200) -> str:
-    """Escape control and invisible characters and cut to ``limit`` characters (with a marker)."""
+    """Escape control and invisible characters and cut to ``limit`` characters (with a marker).
+
+    An escape is never split: the output holds at most ``limit`` characters plus the marker "…",
+    which appears only when something was cut."""
     if text is None:
         return ""
     if isinstance(text, bytes):
@@ -39,9 +39,9 @@ def safe_text(text: str | bytes | None, limit: int = 200) -> str:
             piece = ch
         else:
             piece = _escape_char(ch)
-        out.append(piece)
         n += len(piece)
-        if n >= limit:
+        if n > limit:
             out.append("…")
             break
+        out.append(piece)
     return "".join(out)

@@ -7,9 +7,11 @@ test checks that it matches the types.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -18,9 +20,25 @@ from scanner.results import ScanResult
 SCHEMA_PATH = Path(__file__).parent / "data" / "result.schema.json"
 
 
+def _normalize(node: Any) -> Any:
+    """The same schema text whichever msgspec is installed: ``description``s taken from docstrings
+    as :func:`inspect.cleandoc` leaves them (msgspec 0.23 does it, older versions keep the
+    indentation) and ``anyOf`` alternatives in one order (their order means nothing; msgspec
+    versions list ``null`` first or last)."""
+    if isinstance(node, dict):
+        out = {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _normalize(v)
+               for k, v in node.items()}
+        if isinstance(out.get("anyOf"), list):
+            out["anyOf"] = sorted(out["anyOf"], key=lambda alt: json.dumps(alt, sort_keys=True))
+        return out
+    if isinstance(node, list):
+        return [_normalize(v) for v in node]
+    return node
+
+
 def schema_json() -> str:
     """The schema of a :class:`ScanResult` (one JSON-lines record) as indented JSON text."""
-    schema = msgspec.json.schema(ScanResult)
+    schema = _normalize(msgspec.json.schema(ScanResult))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "portproof result record"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"

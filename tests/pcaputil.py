@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "pcaps-public"
+#: the public captures the tests read, shipped with the tests (MANIFEST.tsv there: source, licence, sha256)
+CORPUS = Path(__file__).resolve().parent / "data" / "pcaps-public"
 
 
 def corpus_file(name: str) -> Path:
-    """Path of a public capture; skips the test when the corpus is not beside the checkout."""
+    """Path of a public capture in ``tests/data/pcaps-public``; a missing file fails the test (never a skip)."""
     path = CORPUS / name
-    if not path.exists():
-        pytest.skip(f"public capture {name} not available")
+    if not path.is_file():
+        pytest.fail(f"public capture {path} is missing: the test data ships with the tests")
     return path
 
 

@@ -460,9 +460,16 @@ class ServiceDB:
         out = [key]
         if probe.name != "NULL":
             for name in probe.fallback:
-                fk = probe_key(probe.protocol, name)
-                if fk in self._probes and fk not in out:
-                    out.append(fk)
+                # the same protocol first; else the other one: the file's DNSVersionBindReqTCP
+                # falls back to the UDP DNSVersionBindReq, whose lines are written to match the
+                # TCP reply too ("All legitimate 'domain' matchlines for this probe should be
+                # placed in the UDP DNSVersionBindReq probe section")
+                other = "UDP" if probe.protocol == "TCP" else "TCP"
+                for fk in (probe_key(probe.protocol, name), probe_key(other, name)):
+                    if fk in self._probes:
+                        if fk not in out:
+                            out.append(fk)
+                        break
             null = probe_key("TCP", "NULL")
             if probe.protocol == "TCP" and null in self._probes and null not in out:
                 out.append(null)

@@ -3,11 +3,11 @@
 A target is a function of one ``bytes`` argument plus the exception types that count as a clean
 "not this protocol" answer. Anything else it raises is a bug (the engine would report
 ``probe-bug``). Seeds are real messages: the lab transcripts under ``tests/probes/data``, TCP
-payloads of the public captures (when ``../shared/pcaps-public`` exists), a TLS server flight made
+payloads of the public captures (``tests/data/pcaps-public``, shipped with the tests), a TLS server flight made
 by the ``ssl`` module in memory, and messages built with the protocol libraries (dnspython).
 
 Used by ``test_fuzz_parsers.py`` (hypothesis, in CI) and ``long_fuzz.py`` (a long run by hand).
-Targets whose module does not exist yet are left out (they are listed in ``MISSING``).
+A module under fuzz that fails to import fails the suite (it is never silently left out).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from scanner.testing import run_dialogue
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "probes" / "data"
-PUBLIC = REPO / ".." / "shared" / "pcaps-public"
+PUBLIC = REPO / "tests" / "data" / "pcaps-public"
 
 #: cap on a seed's size (keeps examples quick)
 SEED_CAP = 8192
@@ -43,20 +43,13 @@ class Target:
     seeds: list[bytes] = field(default_factory=list)
 
 
-MISSING: list[str] = []
-
-
 def _mod(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except Exception:
-        MISSING.append(name)
-        return None
+    """The module under fuzz (an ImportError propagates: the suite fails instead of shrinking)."""
+    return importlib.import_module(name)
 
 
 def _read(name: str) -> bytes:
-    path = DATA / name
-    return path.read_bytes()[:SEED_CAP] if path.exists() else b""
+    return (DATA / name).read_bytes()[:SEED_CAP]  # a missing seed file is an error, not an empty seed
 
 
 def _text_seed(name: str) -> bytes:
@@ -67,15 +60,13 @@ def _text_seed(name: str) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def public_payloads() -> dict[str, list[bytes]]:
-    """TCP/UDP payloads of the public captures, by file name (empty when the folder is absent)."""
+    """TCP/UDP payloads of the public captures, by file name (a missing folder is an error)."""
+    from scapy.layers.inet import TCP, UDP
+    from scapy.utils import rdpcap
+
     out: dict[str, list[bytes]] = {}
-    if not PUBLIC.is_dir():
-        return out
-    try:
-        from scapy.layers.inet import TCP, UDP
-        from scapy.utils import rdpcap
-    except ImportError:
-        return out
+    if not (PUBLIC / "MANIFEST.tsv").is_file():
+        raise FileNotFoundError(f"public captures missing: {PUBLIC}")
     for path in sorted(PUBLIC.glob("*.pcap*")):
         if path.stat().st_size > 400_000:
             continue
@@ -355,7 +346,7 @@ def build_targets() -> list[Target]:
     reader = _mod("scanner.replay.reader")
     if reader:
         pcap_seeds = [p.read_bytes()[:SEED_CAP] for p in sorted(PUBLIC.glob("*.pcap*"))
-                      if p.stat().st_size < 5000][:6] if PUBLIC.is_dir() else []
+                      if p.stat().st_size < 5000][:6]
         pcap_seeds.append(_tiny_pcap(frame if layers else b"\x00" * 60))
         t += [Target("pcap.CaptureReader", _read_capture, (), pcap_seeds)]
     return t

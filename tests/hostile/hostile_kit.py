@@ -504,29 +504,8 @@ def raw_control_bytes(text: str) -> list[str]:
 
 
 def full_registry() -> Registry:
-    """The installed probes plus every probe module present under ``probes/`` that is not
-    registered yet (probes whose entry point the lead has not added; imported as ``probes.X``)."""
-    import importlib
-    import inspect
+    """The installed probes, loaded strictly: a probe that fails to import or validate raises
+    (the hostile suites fail; they never run quietly with fewer probes)."""
+    from scanner.registry import load_registry
 
-    from scanner.api import Probe
-    from scanner.registry import ProbeInfo, load_registry, validate_probe
-
-    reg = load_registry()
-    names = {p.name for p in reg.probes}
-    for path in sorted((REPO / "probes").glob("*.py")):
-        if path.name.startswith("_"):
-            continue
-        try:
-            module = importlib.import_module(f"probes.{path.stem}")
-        except Exception:  # a module being written right now may not import: skip it
-            continue
-        for obj in vars(module).values():
-            if (inspect.isclass(obj) and issubclass(obj, Probe) and obj is not Probe
-                    and obj.__module__ == module.__name__ and obj.name and obj.name not in names):
-                probe = obj()
-                if not validate_probe(probe):
-                    names.add(probe.name)
-                    reg.infos.append(ProbeInfo(probe, "portproof", "", True, f"probes.{path.stem}"))
-    reg.infos.sort(key=lambda i: i.probe.name)
-    return reg
+    return load_registry(strict=True)

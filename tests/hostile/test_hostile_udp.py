@@ -64,8 +64,7 @@ CASES = _cases()
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.probe}-{c.handler.__name__}" for c in CASES])
 def test_hostile_udp(case: UDPCase, serve_udp: Callable[..., hk.FakeUDPServer]) -> None:
     """The hostile UDP port is reported honestly, quickly, without a probe-bug."""
-    if case.probe not in LOADED:
-        pytest.skip(f"probe {case.probe} not present")
+    assert case.probe in LOADED, f"probe {case.probe} not loaded"
     srv = serve_udp(case.handler)
     t0 = time.monotonic()
     (res,) = scan_sync(["127.0.0.1"], ports=f"U:{srv.port}", registry=REGISTRY, probes=(case.probe,), **OPTS)

@@ -108,7 +108,7 @@ def _apache_running() -> bool:
 @pytest.fixture(scope="module")
 def apache(lab: object) -> dict[int, ScanResult]:
     if not _apache_running():
-        pytest.skip("Apache (tests/lab/extra.d/apache.sh) is not running: the lab was started without it")
+        pytest.fail("Apache (tests/lab/extra.d/apache.sh) is not running: see the lab logs")
     return _scan(APACHE_IP, "80,443")
 
 

@@ -125,7 +125,7 @@ def test_s7_on_102(lab: object) -> None:
 @pytest.mark.lab
 def test_standalone_dcerpcd(lab: object) -> None:
     if not _listening("127.0.0.4", 135):
-        pytest.skip("samba-dcerpcd is not running on 127.0.0.4:135 (lab started before extra.d/dcerpcd.sh)")
+        pytest.fail("samba-dcerpcd is not running on 127.0.0.4:135 (tests/lab/extra.d/dcerpcd.sh; see the lab logs)")
     r = _scan("127.0.0.4", "135")[135]
     assert r.service == "msrpc" and r.verdict == "confirmed"
     assert r.details["bind"] == "bind_ack"

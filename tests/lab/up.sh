@@ -36,7 +36,8 @@ ADMINPASS='Passw0rd!Lab1'
 #  the default realm through the system resolver, i.e. DNS traffic off the machine)
 APT_PKGS=(samba samba-ad-dc winbind smbclient ldb-tools ldap-utils slapd
           dovecot-imapd dovecot-pop3d postfix inn2 bind9 bind9-dnsutils nginx
-          python3-venv openssl curl iproute2 procps)
+          python3-venv openssl curl iproute2 procps
+          nmap-common)  # nmap's service database, read at run time by scanner/servicedb
 PIP_PKGS=(python-snap7==3.3.0 pyiec61850==1.5.2a1)
 # Extra services: each tests/lab/extra.d/NAME.sh may add to APT_PKGS / PIP_PKGS / EXTRA_PORTS and
 # define a function start_NAME (called after the core servers start, with the helpers below in

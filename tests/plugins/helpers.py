@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import site
 import subprocess
 import sys
 import venv
@@ -40,15 +41,36 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def parent_site_dirs() -> list[str]:
+    """The site-packages folders of the interpreter running the tests, in its own order: the
+    system interpreter's, or a virtual environment's (and the base ones when that venv was made
+    with ``--system-site-packages``), plus the user site when enabled."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
 class Venv:
-    """A fresh virtual environment that also sees the system site-packages (where portproof is)."""
+    """A fresh virtual environment that sees the portproof (and dependencies) running the tests.
+
+    ``system_site_packages`` would show the *base* interpreter's site-packages, which is not where
+    portproof is when the tests run inside a virtual environment. Instead a ``.pth`` file in the new
+    venv calls :func:`site.addsitedir` on the running interpreter's site folders (so their own
+    ``.pth`` files, such as an editable install's finder, are processed too). They come after the
+    new venv's own site-packages: what is installed here wins."""
 
     def __init__(self, root: Path) -> None:
         if os.environ.get("PORTPROOF_NO_VENV"):
             pytest.skip("PORTPROOF_NO_VENV is set")
         self.root = root
-        venv.EnvBuilder(system_site_packages=True, with_pip=True, clear=True).create(root)
+        venv.EnvBuilder(system_site_packages=False, with_pip=True, clear=True).create(root)
         self.python = str(root / "bin" / "python")
+        own = subprocess.run([self.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, timeout=60, check=True, env=clean_env()).stdout.strip()
+        self.site_packages = Path(own)
+        lines = [f"import site; site.addsitedir({d!r})" for d in parent_site_dirs()]
+        (self.site_packages / "_portproof_parent_site.pth").write_text("\n".join(lines) + "\n")
 
     def run(self, *args: str, cwd: Path | None = None, timeout: float = 120, check: bool = True,
             **env: str) -> subprocess.CompletedProcess[str]:

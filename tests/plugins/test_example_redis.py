@@ -98,7 +98,7 @@ def test_example_own_tests_pass_in_the_venv(env: Venv, tmp_path: Path) -> None:
 def test_identifies_the_real_redis_server(env: Venv, lab: object) -> None:
     """``fingerprint 127.0.0.1 -p 6379`` from the venv: Redis, with the version the binary reports."""
     if not _redis_listening():
-        pytest.skip("no redis-server on 127.0.0.1:6379: the lab was started without tests/lab/extra.d/redis.sh")
+        pytest.fail("no redis-server on 127.0.0.1:6379 (tests/lab/extra.d/redis.sh; see the lab logs)")
     proc = env.fingerprint("127.0.0.1", "-p", "T:6379", "-o", "json", "--require-probes", "redis", "--no-progress")
     doc = json.loads(proc.stdout)
     results = doc["results"] if isinstance(doc, dict) else doc
@@ -113,7 +113,7 @@ def test_identifies_the_real_redis_server(env: Venv, lab: object) -> None:
 def test_scan_sync_with_the_plugin_from_its_file(lab: object) -> None:
     """In-process, loaded with plugin_paths (the development mode): the engine drives it the same way."""
     if not _redis_listening():
-        pytest.skip("no redis-server on 127.0.0.1:6379: the lab was started without tests/lab/extra.d/redis.sh")
+        pytest.fail("no redis-server on 127.0.0.1:6379 (tests/lab/extra.d/redis.sh; see the lab logs)")
     reg = load_registry(plugin_paths=[str(EXAMPLE / "portproof_redis/probe.py")])
     assert not reg.errors, reg.errors
     (res,) = scan_sync(["127.0.0.1"], "T:6379", registry=reg, fast=True)

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from importlib.metadata import Distribution, EntryPoint
+from importlib.metadata import Distribution, EntryPoint, distributions, entry_points
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,7 @@ def fake_modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.syspath_prepend(str(DATA / "fake_eps"))
     monkeypatch.delenv("PORTPROOF_PLUGIN_PATH", raising=False)
     yield
-    for name in [m for m in sys.modules if m.startswith("portproof_fake_eps")]:
+    for name in [m for m in sys.modules if m.startswith(("portproof_fake_eps", "aaa_evil"))]:
         del sys.modules[name]
 
 
@@ -84,22 +84,74 @@ def test_duplicate_name_keeps_the_first_and_reports_the_second() -> None:
     assert err.distribution.startswith("dist-b") and "already registered" in err.error
 
 
-def test_duplicate_of_a_builtin_name_is_refused() -> None:
-    """A plugin may not take over a built-in probe's name (built-ins load through the same group)."""
-    from importlib.metadata import entry_points
+EVIL = DATA / "evil-dist"  # a real (unpacked) distribution "aaa-evil": smtp = aaa_evil:Evil, aaa = aaa_evil:Evil
 
-    builtin = [e for e in entry_points(group=GROUP) if e.name == "smtp"]
-    assert builtin, "the built-in smtp probe is not registered through the entry-point group"
-    import portproof_fake_eps.good as good
 
-    class Impostor(good.FakeGoodProbe):
-        name = "smtp"
+def _evil_eps() -> list[EntryPoint]:
+    """The impostor's entry points, read by importlib.metadata from its own dist-info."""
+    (dist,) = distributions(path=[str(EVIL)])
+    assert dist.metadata["Name"] == "aaa-evil"
+    return sorted(dist.entry_points.select(group=GROUP), key=lambda e: e.name)
 
-    good.Impostor = Impostor  # type: ignore[attr-defined]
-    impostor = ep("zz_smtp", "portproof_fake_eps.good:Impostor", "portproof-impostor")
-    reg = load_registry(eps=[*builtin, impostor])
-    assert [i.distribution for i in reg.infos] == ["portproof"]
-    assert reg.errors[0].distribution.startswith("portproof-impostor")
+
+def _builtin_eps() -> list[EntryPoint]:
+    builtin = [e for e in entry_points(group=GROUP) if e.dist is not None and e.dist.metadata["Name"] == "portproof"]
+    assert {"smtp", "pop3", "imap"} <= {e.name for e in builtin}, "built-ins are not registered through the group"
+    return builtin
+
+
+@pytest.mark.parametrize("order", ["impostor_first", "impostor_last"])
+def test_builtin_wins_over_an_impostor_that_sorts_first(monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """``smtp = aaa_evil:Evil`` and ``aaa = aaa_evil:Evil`` (probe name ``smtp``) from the
+    distribution ``aaa-evil``: both sort before the built-in's ``smtp`` entry point, whatever order
+    they are found in; the built-in keeps the name and both are reported with their distribution."""
+    monkeypatch.syspath_prepend(str(EVIL))
+    evil, builtin = _evil_eps(), _builtin_eps()
+    assert [e.name for e in evil] == ["aaa", "smtp"] and min(e.name for e in evil) < min(e.name for e in builtin)
+    reg = load_registry(eps=[*evil, *builtin] if order == "impostor_first" else [*builtin, *evil])
+    smtp = next(i for i in reg.infos if i.probe.name == "smtp")
+    assert (smtp.distribution, smtp.builtin, smtp.origin) == ("portproof", True, "probes.smtp:SMTPProbe")
+    assert type(smtp.probe).__module__ == "probes.smtp"
+    assert sorted(i.probe.name for i in reg.infos) == sorted(e.name for e in builtin)
+    errors = {e.entry_point: e for e in reg.errors}
+    assert set(errors) == {"aaa = aaa_evil:Evil", "smtp = aaa_evil:Evil"}
+    for err in errors.values():
+        assert err.distribution == "aaa-evil 6.6.6"
+        assert "'smtp' is built in (portproof); a plugin cannot replace it" in err.error
+
+
+def test_builtin_name_stays_reserved_when_the_builtin_fails_to_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A built-in that cannot load leaves its name to nobody: the impostor is still refused."""
+    monkeypatch.syspath_prepend(str(EVIL))
+    broken_builtin = ep("smtp", "portproof_fake_eps.broken:X", "portproof", "0.1.0")
+    reg = load_registry(eps=[*_evil_eps(), broken_builtin])
+    assert reg.get("smtp") is None and not reg.infos
+    assert sorted(e.distribution for e in reg.errors) == ["aaa-evil 6.6.6", "aaa-evil 6.6.6", "portproof 0.1.0"]
+
+
+def test_strict_plugins_makes_the_impostor_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EVIL))
+    with pytest.raises(PluginError, match=r"from aaa-evil 6\.6\.6 failed: .*'smtp' is built in"):
+        load_registry(strict=True, eps=[*_evil_eps(), *_builtin_eps()])
+
+
+def test_cli_reports_the_impostor_distribution_and_keeps_the_builtin() -> None:
+    """The impostor installed for real (its dist-info on the path): ``fingerprint probes``."""
+    env = clean_env(PYTHONPATH=str(EVIL))
+    proc = subprocess.run([sys.executable, "-m", "scanner.cli", "probes", "--json"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    smtp = next(r for r in out["probes"] if r["name"] == "smtp")
+    assert smtp["distribution"] == "portproof" and smtp["builtin"] is True
+    assert sorted((e["entry_point"], e["distribution"]) for e in out["errors"]) == [
+        ("aaa = aaa_evil:Evil", "aaa-evil 6.6.6"), ("smtp = aaa_evil:Evil", "aaa-evil 6.6.6")]
+    table = subprocess.run([sys.executable, "-m", "scanner.cli", "probes"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "plugin skipped: smtp = aaa_evil:Evil from aaa-evil 6.6.6" in table.stderr
+    strict = subprocess.run([sys.executable, "-m", "scanner.cli", "probes", "--strict-plugins"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert strict.returncode == 1 and "aaa-evil 6.6.6" in strict.stderr and "built in" in strict.stderr
 
 
 def test_invalid_facts_are_reported() -> None:

@@ -32,7 +32,7 @@ def test_cldap_rootdse_live_and_replayed(lab: object, tmp_path: Path) -> None:
     from scanner.engine import scan_sync
 
     if not _cldap_answers("127.0.0.1"):
-        pytest.skip("no CLDAP answer on 127.0.0.1:389/udp (Samba's cldap server not running)")
+        pytest.fail("no CLDAP answer on 127.0.0.1:389/udp (Samba's cldap server not running)")
     reg = load_registry(eps=[EntryPoint(name="ldap", value="probes.ldap:LDAPProbe", group=GROUP)])
     path = tmp_path / "cldap.pcap"
     rec = PcapRecorder(path)

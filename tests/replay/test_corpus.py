@@ -1,7 +1,8 @@
-"""Replay of the public reference captures (../shared/pcaps-public) through the real probes.
+"""Replay of the public reference captures (tests/data/pcaps-public) through the real probes.
 
 Each row is an endpoint of MANIFEST.tsv with the protocol and product the manifest names; the
-replay must find exactly that. Skipped when the corpus is not beside the checkout.
+replay must find exactly that. The captures ship with the tests: a missing one is a failure, and
+so is a probe that does not import.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from scanner.api import Probe
 from scanner.replay import replay_paths
 from scanner.results import ScanResult
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "pcaps-public"  # shipped with the tests (MANIFEST.tsv)
 
 
 def _probes() -> list[Probe]:
+    """The built-in probes the corpus needs; one that fails to import fails the tests (no skip)."""
     out: list[Probe] = []
     for mod, cls in [
         ("smtp", "SMTPProbe"),
@@ -31,10 +33,7 @@ def _probes() -> list[Probe]:
         ("msrpc", "MSRPCProbe"),
         ("tsap", "TSAPProbe"),
     ]:
-        try:
-            out.append(getattr(importlib.import_module(f"probes.{mod}"), cls)())
-        except (ImportError, AttributeError):
-            continue
+        out.append(getattr(importlib.import_module(f"probes.{mod}"), cls)())
     return out
 
 
@@ -78,8 +77,8 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def probes() -> list[Probe]:
-    if not CORPUS.is_dir():
-        pytest.skip("public corpus not available")
+    if not (CORPUS / "MANIFEST.tsv").is_file():
+        pytest.fail(f"public corpus {CORPUS} is missing (the test data ships with the tests)")
     return _probes()
 
 
@@ -87,8 +86,7 @@ def probes() -> list[Probe]:
 def test_corpus_endpoint(
     probes: list[Probe], name: str, addr: str, port: int, transport: str, service: str, product: str | None
 ) -> None:
-    if not any(service in p.services for p in probes):
-        pytest.skip(f"no {service} probe yet")
+    assert any(service in p.services for p in probes), f"no probe for {service}"
     report = replay_paths([str(CORPUS / name)], probes)
     assert report.errors == []
     found: dict[tuple[str, int, str], ScanResult] = {(r.address, r.port, r.transport): r for r in report.results}

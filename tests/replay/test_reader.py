@@ -13,7 +13,7 @@ from scanner.replay.pcapwriter import PcapWriter, TCPConversation
 from scanner.replay.reader import CaptureReader
 from tests.replay._build import eth, write_pcap, write_pcapng
 
-CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "pcaps-public"  # shipped with the tests (MANIFEST.tsv)
 
 
 def _smtp_capture(path: Path) -> Path:
@@ -112,7 +112,7 @@ def test_unknown_link_type_is_counted_not_fatal(tmp_path: Path) -> None:
 def test_public_damaged_capture() -> None:
     path = CORPUS / "smtp-sendmail-8.14.9-damaged-after-18-records.pcap"
     if not path.exists():
-        pytest.skip("public corpus not available")
+        pytest.fail(f"public capture {path} is missing (the test data ships with the tests)")
     report = replay_paths([str(path)], [SMTPProbe()])
     assert report.packets == 18
     (err,) = report.errors

@@ -171,7 +171,7 @@ def _scan_and_replay(port: int, tmp_path: Path) -> tuple[ScanResult, ScanResult]
 
 def test_closed_on_session_connect_gets_s7_on_a_fresh_connection(lab: object, tmp_path: Path) -> None:
     if not _reachable(SNAP7):
-        pytest.skip("python-snap7 is not running on 127.0.0.2:102")
+        pytest.fail("python-snap7 is not running on 127.0.0.2:102 (the lab starts it)")
 
     def drop_session_connect(tpkt: bytes) -> bytes | None:
         return None if tpkt[4:7] == _DT_HEAD and tpkt[7:8] == b"\x0d" else tpkt
@@ -193,7 +193,7 @@ def test_closed_on_session_connect_gets_s7_on_a_fresh_connection(lab: object, tm
 
 def test_refused_s7_tsaps_get_mms_on_a_fresh_connection(lab: object, tmp_path: Path) -> None:
     if not _reachable(IEC61850):
-        pytest.skip("libiec61850 is not running on 127.0.0.1:102")
+        pytest.fail("libiec61850 is not running on 127.0.0.1:102 (the lab starts it)")
 
     def by_called_tsap(cr: bytes) -> tuple[str, int] | None:
         return None if b"\xc2\x02\x01\x02" in cr else IEC61850

@@ -22,6 +22,7 @@ match smtp m|^220 [-.\w]+ ESMTP Postfix \(([\d.]+)\)| p/Postfix smtpd/ v/$1/
 match smtp m|^220 [-.\w]+ Acme Mail Gateway\r\n| p/Acme gateway smtpd/
 match ftp m|^220 Welcome to FooFTP (\d+\.\d+)\r\n| p/FooFTP/ v/$1/ o/Unix/
 softmatch imap m|^\* OK |
+match pop3 m|^\+OK <\d+\.\d+@[-.\w]+>\r\n| p/Zqmail pop3d/
 
 Probe TCP GetRequest q|GET / HTTP/1.0\r\n\r\n|
 ports 80
@@ -71,6 +72,14 @@ def test_unexpected_but_recognisable(db: servicedb.ServiceDB) -> None:
     soft = refine(None, db, greeting=b"* OK hello\r\n")
     assert soft is not None and soft.service == "imap" and soft.product is None and soft.confidence <= 3
     assert refine(None, db, greeting=b"hello, world\r\n") is None
+
+
+def test_a_product_the_bytes_do_not_name_is_only_a_guess(db: servicedb.ServiceDB) -> None:
+    """An APOP timestamp is no proof of a product: the claim stays at a guess's confidence."""
+    f = refine(None, db, greeting=b"+OK <1234.5678@mail.example.org>\r\n")
+    assert f is not None and f.product == "Zqmail pop3d" and f.confidence <= 3
+    g = refine(Finding(service="pop3", confidence=8), db, greeting=b"+OK <1234.5678@mail.example.org>\r\n")
+    assert g is not None and g.product == "Zqmail pop3d" and g.confidence <= 3
 
 
 def test_tagged_reply_and_other_service_ignored(db: servicedb.ServiceDB) -> None:

@@ -16,7 +16,7 @@ from scanner.safe import safe_text
 from scanner.schema import SCHEMA_PATH, schema_json
 from scanner.targets import TargetError, expand_targets
 
-PORTS_MD = Path(__file__).resolve().parents[2] / ".." / "shared" / "PORTS.md"
+PORTS_MD = Path(__file__).resolve().parents[1] / "data" / "PORTS.md"  # the project's port table, shipped with the tests
 
 
 def test_default_profile_matches_ports_md() -> None:
@@ -24,13 +24,12 @@ def test_default_profile_matches_ports_md() -> None:
     assert prof.name == "exchange-ad"
     got = {(e.port, e.transport) for e in prof.entries}
     assert len(got) == 22
-    if PORTS_MD.exists():
-        rows = re.findall(r"^\| (\d+) \| (tcp|udp and tcp) \|", PORTS_MD.read_text(), re.M)
-        want = set()
-        for port, tr in rows:
-            for t in (["udp", "tcp"] if tr == "udp and tcp" else ["tcp"]):
-                want.add((int(port), t))
-        assert got == want
+    rows = re.findall(r"^\| (\d+) \| (tcp|udp and tcp) \|", PORTS_MD.read_text(), re.M)  # missing: a failure
+    want = set()
+    for port, tr in rows:
+        for t in (["udp", "tcp"] if tr == "udp and tcp" else ["tcp"]):
+            want.add((int(port), t))
+    assert got == want
     assert prof.lookup(636, "tcp").tls is True  # type: ignore[union-attr]
     assert prof.lookup(3268, "tcp").service == "ldap"  # type: ignore[union-attr]
 
@@ -109,3 +108,40 @@ def test_nmap_xml_is_valid_and_escaped(tmp_path: Path) -> None:
 
 def test_shipped_schema_is_generated_from_types() -> None:
     assert SCHEMA_PATH.read_text() == schema_json(), "run: python -m scanner.schema --write"
+
+
+def test_attempt_status_is_the_status_enum() -> None:
+    """``Attempt.status`` is typed by the status list: the schema enumerates it, decoding refuses others."""
+    import json
+
+    import msgspec
+
+    from scanner.results import STATUSES, Attempt
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert sorted(schema["$defs"]["Attempt"]["properties"]["status"]["enum"]) == sorted(STATUSES)
+    assert msgspec.json.decode(b'{"probe": "smtp", "status": "no-match"}', type=Attempt).status == "no-match"
+    with pytest.raises(msgspec.ValidationError, match="status"):
+        msgspec.json.decode(b'{"probe": "smtp", "status": "maybe"}', type=Attempt)
+
+
+def test_interruption_bookkeeping_is_one_bit_per_port() -> None:
+    """``-o jsonl`` streams without a key per port: the "not scanned" summary reads a bitmap."""
+    from scanner.cli import _PortBitmap, _unscanned_summary
+    from scanner.targets import Target
+
+    targets = [Target(spec=f"10.0.{i >> 8}.{i & 255}", address=f"10.0.{i >> 8}.{i & 255}") for i in range(16_000)]
+    entries = list(load_profile().entries)
+    done = _PortBitmap(targets, entries)
+    assert len(done._bits) == (16_000 * len(entries) + 7) // 8  # 44 KB for 352,000 ports
+    first = entries[0]
+    done.add("10.0.0.1", first.port, first.transport)
+    done.add("192.0.2.1", first.port, first.transport)  # not in the scan: ignored
+    assert ("10.0.0.1", first.port, first.transport) in done
+    assert ("10.0.0.2", first.port, first.transport) not in done
+    assert ("192.0.2.1", first.port, first.transport) not in done
+    few = _PortBitmap(targets[:2], entries[:2])
+    few.add("10.0.0.0", entries[0].port, entries[0].transport)
+    text = _unscanned_summary(targets[:2], entries[:2], few)
+    assert text.startswith("interrupted: 1 of 4 ports scanned, 3 not scanned")
+    assert f"10.0.0.0:{entries[0].port}/{entries[0].transport}" not in text

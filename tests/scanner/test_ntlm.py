@@ -31,14 +31,14 @@ from scanner.ntlm import (
 )
 from scanner.testing import feed_bytewise
 
-PCAPS = Path(__file__).resolve().parents[2] / ".." / "shared" / "pcaps-public"
+PCAPS = Path(__file__).resolve().parents[1] / "data" / "pcaps-public"  # shipped with the tests (MANIFEST.tsv)
 
 
 def tcp_payloads(name: str, sport: int | None = None) -> list[bytes]:
     """TCP payloads (in capture order) of a public capture, optionally only from source port ``sport``."""
     path = PCAPS / name
     if not path.exists():
-        pytest.skip(f"public capture {name} not available")
+        pytest.fail(f"public capture {path} is missing (the test data ships with the tests)")
     from scapy.layers.inet import TCP
     from scapy.utils import rdpcap
 
