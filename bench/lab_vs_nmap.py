@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import xml.etree.ElementTree as ET
@@ -263,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nmap-xml", type=Path, help="reuse this nmap XML instead of running nmap (no nmap timing)")
     ap.add_argument("--skip-nmap", action="store_true", help="only portproof")
     ap.add_argument("--timeout", type=float, default=900.0, help="per tool, seconds")
+    ap.add_argument("--baseline", metavar="GIT_REF",
+                    help="also run portproof as of GIT_REF (a git worktree) on the same ports, in the same "
+                    "run, and print the CPU per open service of both (e.g. --baseline HEAD~5)")
     args = ap.parse_args(argv)
     need_root()
     nmap = None if (args.skip_nmap or args.nmap_xml) else ensure_apt("nmap", "nmap")
@@ -293,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] $ {' '.join(pp_cmd)}", flush=True)
         pp = run_measured(pp_cmd, stdout=args.out / "portproof.jsonl", stderr=args.out / "portproof.stderr",
                           timeout=args.timeout)
+        base: Measured | None = None
+        if args.baseline:
+            base = _run_baseline(args.baseline, hosts, args)
         nm: Measured | None = None
         xml = args.nmap_xml or args.out / "nmap.xml"
         if nmap:
@@ -334,8 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     trows.append(["wall time, s", f"{nm.wall:.2f}" if nm else "-", f"{pp.wall:.2f}"])
     trows.append(["peak RSS, MiB", f"{nm.maxrss_kib / 1024:.0f}" if nm else "-", f"{pp.maxrss_kib / 1024:.0f}"])
     trows.append(["exit status", nm.returncode if nm else "-", pp.returncode])
+    pp_cpu = pp.user + pp.system
+    trows.append(["CPU (user+sys), s", f"{nm.user + nm.system:.2f}" if nm else "-", f"{pp_cpu:.2f}"])
     print()
     print(table(["total", "nmap -sV", "portproof"], trows))
+    per = 1000 * pp_cpu / max(1, n_open)
+    print(f"\nCPU per open service: portproof {per:.1f} ms ({pp_cpu:.2f} s over {n_open} open services, "
+          "process start-up included)")
+    if base is not None:
+        bcpu = base.user + base.system
+        bper = 1000 * bcpu / max(1, n_open)
+        print(f"baseline {args.baseline}: {bper:.1f} ms per open service ({bcpu:.2f} s); "
+              f"now/baseline = {pp_cpu / bcpu:.2f} (aim <= 1.10)")
     if nm:
         print(f"\nspeed: portproof is {nm.wall / pp.wall:.1f}x faster than nmap -sV "
               f"({pp.wall:.2f} s vs {nm.wall:.2f} s, same ports, same hosts, same run; aim >= 20x)")
@@ -346,10 +364,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"portproof errors on: {bugs}")
     print(f"outputs in {args.out}")
     summary = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "totals": totals,
-               "portproof_wall": pp.wall, "nmap_wall": nm.wall if nm else None,
+               "portproof_wall": pp.wall, "nmap_wall": nm.wall if nm else None, "portproof_cpu": pp_cpu,
+               "baseline_cpu": (base.user + base.system) if base else None,
                "portproof_maxrss_kib": pp.maxrss_kib, "nmap_maxrss_kib": nm.maxrss_kib if nm else None}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if pp.returncode == 0 and (nm is None or nm.returncode == 0) else 1
+
+
+def _run_baseline(ref: str, hosts: list[str], args: argparse.Namespace) -> Measured:
+    """portproof as of ``ref``, from a temporary git worktree, on the same hosts (CPU comparison)."""
+    tmp = Path(tempfile.mkdtemp(prefix="portproof-baseline-"))
+    tree = tmp / "tree"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+    try:
+        cmd = [sys.executable, "-c", "from scanner.cli import main; raise SystemExit(main())",
+               "-n", "--no-progress", "-o", "jsonl", *hosts]
+        print(f"[bench] $ (baseline {ref}) {' '.join(cmd[3:])}", flush=True)
+        env = dict(os.environ, PYTHONPATH=str(tree))
+        return run_measured(cmd, stdout=args.out / "baseline.jsonl", stderr=args.out / "baseline.stderr",
+                            timeout=args.timeout, env=env, cwd=tree)
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

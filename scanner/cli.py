@@ -455,14 +455,20 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
     start = time.time()
     probes = registry.select(args.probe, args.exclude_probe).probes
+    from scanner.breadth import DatabaseHandle
+
+    service_db = DatabaseHandle(args.service_db, not args.no_service_db)
     try:
-        report = replay_paths(list(args.paths), probes, on_result=on_result)
+        report = replay_paths(list(args.paths), probes, on_result=on_result, service_db=service_db)
     except KeyboardInterrupt:
         _emit(results, args, {"interrupted": True}, streamed=writer is not None)
         return EXIT_INTERRUPTED
     end = time.time()
     for e in getattr(report, "errors", []):
         _err(str(e))
+    if service_db.problem:
+        _err(f"breadth reduced: {service_db.problem}; only portproof's own rules named products "
+             "(install Debian's nmap-common or give --service-db FILE)")
     meta = {"scanner": "portproof", "version": __version__, "args": ["replay", *argv], "start": start,
             "end": end}
     _emit(results, args, meta, streamed=writer is not None)

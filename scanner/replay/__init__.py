@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanner.api import MAX_RECONNECTS, Probe
+from scanner.breadth import DatabaseHandle
 from scanner.replay.identify import FlowResult, Identifier, ServerStream, format_address
 from scanner.replay.layers import Damaged, Undecodable, link_to_ip, parse_ip, parse_tcp, parse_udp
 from scanner.replay.reader import CaptureReader, ReadError
@@ -252,16 +253,18 @@ def replay_paths(
     probes: Sequence[Probe],
     on_result: Callable[[ScanResult], None] | None = None,
     limits: FlowLimits | None = None,
+    service_db: DatabaseHandle | None = None,
 ) -> ReplayReport:
     """Replay capture files (directories are searched for captures) through ``probes``.
 
     Returns one :class:`~scanner.results.ScanResult` per server endpoint per file, with
     ``source`` saying where it was seen. A damaged file yields the results found before the damage
     and a :class:`ReadError` naming the file and the record; reading goes on with the next file.
-    ``on_result`` is called for each result as soon as its file is done.
+    ``on_result`` is called for each result as soon as its file is done. ``service_db``: the service
+    database behind the probes (default: the installed one, as in a live scan).
     """
     report = ReplayReport()
-    identifier = Identifier(probes)
+    identifier = Identifier(probes, service_db=service_db if service_db is not None else DatabaseHandle())
     lim = limits or FlowLimits()
     for path in capture_files(paths):
         report.files += 1

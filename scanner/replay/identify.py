@@ -38,6 +38,7 @@ from scanner.api import (
     TLSFacts,
     Transport,
 )
+from scanner.breadth import DatabaseHandle, refine
 from scanner.replay.reassembly import TCPFlow, UDPFlow
 from scanner.replay.tlsparse import (
     ServerTLS,
@@ -246,8 +247,10 @@ def _client_hint(data: bytes) -> str | None:
 class Identifier:
     """Identify flushed flows with a set of probes."""
 
-    def __init__(self, probes: Sequence[Probe], seed: int = 0) -> None:
+    def __init__(self, probes: Sequence[Probe], seed: int = 0, service_db: DatabaseHandle | None = None) -> None:
         self.seed = seed
+        #: the service database behind the probes (scanner.breadth); None: our rules only
+        self.service_db = service_db
         self.probes = sorted(probes, key=lambda p: (p.rarity, p.name))
         self.cands = _Candidates(
             server_first=[p for p in self.probes if p.server_first and "tcp" in p.transports],
@@ -385,9 +388,11 @@ class Identifier:
         ordered += by_bytes + by_port + rest
 
         best: tuple[Probe, DialogueOutcome] | None = None
+        best_ctx: ProbeContext | None = None
         for p in ordered:
             t0 = time.perf_counter()
-            out = drive_dialogue(p, self._ctx(addr, port, "tcp"), text, facts, tls_error, following)
+            ctx = self._ctx(addr, port, "tcp")
+            out = drive_dialogue(p, ctx, text, facts, tls_error, following)
             unserved = unserved or out.reconnect_unserved
             if out.reconnects:
                 replay[f"{p.name}_reconnects"] = out.reconnects
@@ -401,7 +406,7 @@ class Identifier:
                 )
             )
             if out.finding is not None and (best is None or out.finding.confidence > best[1].finding.confidence):  # type: ignore[union-attr]
-                best = (p, out)
+                best, best_ctx = (p, out), ctx
                 if out.status == "success":
                     break
         base.attempts = attempts
@@ -410,9 +415,17 @@ class Identifier:
             base.reason = "no probe recognised the server's bytes"
             if server_tls is not None and server_tls.ok:
                 base.tls = _tls_info(server_tls, "starttls")
+            named = self._refine(None, greeting, {})
+            if named is not None:
+                _apply(base, "servicedb", named)
+                base.details.setdefault("banner", srv[:256].decode("latin-1"))
+                base.reason = f"no probe of ours recognised the bytes; the service database names them ({named.rule})"
             return base, unserved
         probe, out = best
-        _apply(base, probe, out.finding)  # type: ignore[arg-type]
+        finding = self._refine(
+            out.finding, greeting if probe.server_first else b"", best_ctx.responses if best_ctx else {}
+        )
+        _apply(base, probe.name, finding)  # type: ignore[arg-type]
         if server_tls is not None and server_tls.ok and (out.starttls or tls_at > 0):
             base.tls = _tls_info(server_tls, "starttls")
             if server_tls.note:
@@ -424,6 +437,13 @@ class Identifier:
         if out.reconnects:
             base.reason += f" ({out.reconnects} reconnect(s): later connections of the capture)"
         return base, unserved
+
+    def _refine(self, finding: Finding | None, greeting: bytes, responses: dict[str, bytes]) -> Finding | None:
+        """The service database behind the probes, as in a live scan (scanner.breadth.refine)."""
+        db = self.service_db.get() if self.service_db is not None else None
+        if db is None or (finding is not None and finding.product and finding.version):
+            return finding
+        return refine(finding, db, greeting=greeting, responses=responses)
 
     def _implicit_tls(self, base: ScanResult, srv: bytes, port: int) -> ScanResult:
         st = parse_server_tls(srv)
@@ -480,11 +500,13 @@ class Identifier:
         hinted = [p for p in self.cands.udp if port in p.ports]
         attempts: list[Attempt] = []
         best: tuple[Probe, DialogueOutcome] | None = None
+        best_ctx: ProbeContext | None = None
         for p in hinted + [p for p in self.cands.udp if p not in hinted]:
-            out = drive_dialogue(p, self._ctx(addr, port, "udp"), responses)
+            ctx = self._ctx(addr, port, "udp")
+            out = drive_dialogue(p, ctx, responses)
             attempts.append(Attempt(probe=p.name, status=out.status, error=out.error, traceback=out.traceback))
             if out.finding is not None and (best is None or out.finding.confidence > best[1].finding.confidence):  # type: ignore[union-attr]
-                best = (p, out)
+                best, best_ctx = (p, out), ctx
                 if out.status == "success":
                     break
         base.attempts = attempts
@@ -492,7 +514,8 @@ class Identifier:
             base.details = {"banner": responses[0][:256].decode("latin-1"), "replay": replay}
             base.reason = "no probe recognised the server's datagrams"
         else:
-            _apply(base, best[0], best[1].finding)  # type: ignore[arg-type]
+            finding = self._refine(best[1].finding, b"", best_ctx.responses if best_ctx else {})
+            _apply(base, best[0].name, finding)  # type: ignore[arg-type]
             base.details.setdefault("replay", replay)
             base.reason = f"{best[0].name} dialogue over {len(responses)} response datagram(s) from the capture"
         fr.result = base
@@ -608,7 +631,7 @@ def _tls_info(st: ServerTLS, mode: str) -> TLSInfo:
     )
 
 
-def _apply(res: ScanResult, probe: Probe, f: Finding) -> None:
+def _apply(res: ScanResult, probe: str, f: Finding) -> None:
     res.service = f.service
     res.product = f.product
     res.version = f.version
@@ -617,5 +640,5 @@ def _apply(res: ScanResult, probe: Probe, f: Finding) -> None:
     res.details = dict(f.details)
     res.extrainfo = f.extrainfo
     res.rule = f.rule
-    res.probe = probe.name
+    res.probe = probe
     res.verdict = "identified"

@@ -196,9 +196,12 @@ def test_fuzz_framer_and_parser(data: bytes) -> None:
         ("Golfe", None, None),  # names nothing a rule knows: no product (issue 13)
     ],
 )
-def test_parse_server_header(header: str, product: str, version: str | None) -> None:
+def test_parse_server_header(header: str, product: str | None, version: str | None) -> None:
     named = parse_server_header(header)
-    assert named is not None and (named.product, named.version) == (product, version)
+    if product is None:
+        assert named is None, named
+    else:
+        assert named is not None and (named.product, named.version) == (product, version)
 
 
 def test_parse_auth_schemes() -> None:
