@@ -34,7 +34,7 @@ from scanner.api import Evidence, Finding
 if TYPE_CHECKING:
     from scanner.servicedb import DBMatch, ServiceDB
 
-__all__ = ["DatabaseHandle", "db_finding", "names_itself", "products_agree", "refine"]
+__all__ = ["DatabaseHandle", "db_finding", "names_itself", "products_agree", "refine", "worth_asking"]
 
 #: confidence of a product named by a database hard match (ours that named itself: 10)
 DB_CONFIDENCE = 8
@@ -107,6 +107,23 @@ class DatabaseHandle:
                     self.problem = servicedb.last_error() or "service database not found"
                 self._loaded = True
         return self._db
+
+
+#: something a version could be made of ("2.4", "9.18.49", "6.0.3790.1830", "4_96")
+_VERSIONISH = re.compile(rb"\d[._]\d")
+
+
+def worth_asking(finding: Finding | None, greeting: bytes, responses: Mapping[str, bytes]) -> bool:
+    """Whether the database could add anything, decided before it is loaded: there must be bytes,
+    and when ours already named the product (only a version could come), those bytes must hold
+    something version-like (a database version is taken from the bytes, almost always)."""
+    if not greeting and not any(responses.values()):
+        return False
+    if finding is None or finding.product is None:
+        return True
+    if finding.version:
+        return False
+    return any(_VERSIONISH.search(data) for _tag, data in _inputs(greeting, responses))
 
 
 def _inputs(greeting: bytes, responses: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
@@ -198,13 +215,9 @@ def refine(
     Returns the finding to report (the same object, completed, or a new one from the database).
     Never lowers what our probe said; every database claim cites its line.
     """
-    if db is None:
-        return finding
-    if finding is not None and finding.product and finding.version:
-        return finding  # nothing to add: do not pay for matching
+    if db is None or not worth_asking(finding, greeting, responses or {}):
+        return finding  # nothing the database could add: do not pay for matching
     inputs = _inputs(greeting, responses or {})
-    if not inputs:
-        return finding
     found = _lookups(db, inputs, tls)
     if not found:
         return finding

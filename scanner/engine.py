@@ -47,7 +47,7 @@ from scanner.api import (
     TLSFacts,
     TLSFailed,
 )
-from scanner.breadth import DatabaseHandle, refine
+from scanner.breadth import DatabaseHandle, refine, worth_asking
 from scanner.profile import PortEntry, Profile, load_profile, parse_ports
 from scanner.registry import Registry, load_registry
 from scanner.results import Attempt, EvidenceItem, ScanResult, Status, TLSInfo
@@ -984,10 +984,10 @@ class Scanner:
 
     def _refine(self, out: _Outcome) -> None:
         """Let the service database complete what our probes found (scanner.breadth.refine)."""
-        if out.state not in ("open", "unknown", "open|filtered") or not (out.greeting or out.responses):
+        if out.state not in ("open", "unknown", "open|filtered"):
             return
         f = out.finding
-        if f is not None and f.product and f.version:
+        if not worth_asking(f, out.greeting, out.responses):
             return
         db = self.service_db.get()
         if db is None:

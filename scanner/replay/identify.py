@@ -38,7 +38,7 @@ from scanner.api import (
     TLSFacts,
     Transport,
 )
-from scanner.breadth import DatabaseHandle, refine
+from scanner.breadth import DatabaseHandle, refine, worth_asking
 from scanner.replay.reassembly import TCPFlow, UDPFlow
 from scanner.replay.tlsparse import (
     ServerTLS,
@@ -440,8 +440,10 @@ class Identifier:
 
     def _refine(self, finding: Finding | None, greeting: bytes, responses: dict[str, bytes]) -> Finding | None:
         """The service database behind the probes, as in a live scan (scanner.breadth.refine)."""
-        db = self.service_db.get() if self.service_db is not None else None
-        if db is None or (finding is not None and finding.product and finding.version):
+        if self.service_db is None or not worth_asking(finding, greeting, responses):
+            return finding
+        db = self.service_db.get()
+        if db is None:
             return finding
         return refine(finding, db, greeting=greeting, responses=responses)
 

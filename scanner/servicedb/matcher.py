@@ -35,6 +35,7 @@ the quarantine bound the damage: on 16 KB of hostile single-line data, three SMT
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -223,11 +224,12 @@ class _ProbeIndex:
 
     __slots__ = ("always", "by_len", "by_len_i", "lengths", "lengths_i", "rules")
 
-    def __init__(self, raws: list[RawMatch]) -> None:
+    def __init__(self, raws: list[RawMatch], prefixes: dict[int, bytes] | None = None) -> None:
         self.rules = [_Rule(r) for r in raws]
         groups: dict[tuple[bool, bytes], list[int]] = {}
         for idx, raw in enumerate(raws):
-            key = quick_prefix(raw.pattern, raw.ignorecase)[:_KEY_MAX]
+            known = prefixes.get(raw.line) if prefixes else None
+            key = (known if known is not None else quick_prefix(raw.pattern, raw.ignorecase))[:_KEY_MAX]
             groups.setdefault((raw.ignorecase, key), []).append(idx)
         self.by_len: dict[int, dict[bytes, _Bucket]] = {}
         self.by_len_i: dict[int, dict[bytes, _Bucket]] = {}
@@ -400,6 +402,77 @@ def _fields(raw: RawMatch, m: re.Match[bytes]) -> tuple[dict[str, str | None], t
     return out, tuple(cpes)
 
 
+#: bump when the parsed structures change shape (old cache files are then ignored)
+_CACHE_FORMAT: Final = 1
+
+
+def _cache_file(path: str) -> str | None:
+    """The parse cache of ``path``: ``$PORTPROOF_CACHE_DIR`` (or ``$XDG_CACHE_HOME/portproof``, or
+    ``~/.cache/portproof``), named after the file's path, size and modification time, so a changed
+    or upgraded database is parsed anew. ``PORTPROOF_CACHE_DIR=""`` turns the cache off."""
+    base = os.environ.get("PORTPROOF_CACHE_DIR")
+    if base == "":
+        return None
+    if base is None:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(xdg, "portproof")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    import hashlib
+
+    ident = f"{_CACHE_FORMAT}:{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}".encode()
+    return os.path.join(base, f"servicedb-{hashlib.sha256(ident).hexdigest()[:24]}.pickle")
+
+
+def _cache_load(path: str) -> tuple[ParseResult, dict[int, bytes], str] | None:
+    """The cached parse of ``path`` (None: no usable cache). Only a file this user owns and nobody
+    else may write is read: it is a pickle, and a pickle is code."""
+    cache = _cache_file(path)
+    if cache is None:
+        return None
+    try:
+        st = os.stat(cache)
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return None
+        import pickle
+
+        with open(cache, "rb") as f:
+            fmt, parsed, prefixes = pickle.load(f)
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, ImportError, IndexError):
+        return None
+    except Exception:  # an unreadable pickle of any kind: parse the file instead
+        return None
+    if fmt != _CACHE_FORMAT or not isinstance(parsed, ParseResult) or not isinstance(prefixes, dict):
+        return None
+    return parsed, prefixes, cache
+
+
+def _cache_store(path: str, parsed: ParseResult, prefixes: dict[int, bytes]) -> str | None:
+    """Write the parse cache (atomically; any failure just means no cache)."""
+    cache = _cache_file(path)
+    if cache is None or parsed.nmatch == 0:
+        return None
+    import pickle
+    import tempfile
+
+    try:
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cache), prefix=".servicedb-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump((_CACHE_FORMAT, parsed, prefixes), f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, cache)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except (OSError, pickle.PicklingError):
+        return None
+    return cache
+
+
 class ServiceDB:
     """An ``nmap-service-probes`` file, parsed on first use and matched on demand.
 
@@ -411,6 +484,10 @@ class ServiceDB:
         self.path = path
         self._lock = threading.Lock()
         self._parsed: ParseResult | None = None
+        #: each match line's literal prefix (line -> bytes), kept in the parse cache
+        self._prefixes: dict[int, bytes] = {}
+        #: where the parse cache was read from or written to (None: no cache used)
+        self.cache_path: str | None = None
         self._probes: dict[str, DBProbe] = {}
         self._index: dict[str, _ProbeIndex] = {}
         self._chains: dict[str, tuple[str, ...]] = {}
@@ -429,12 +506,21 @@ class ServiceDB:
         with self._lock:
             if self._parsed is None:
                 t0 = time.perf_counter()
-                try:
-                    with open(self.path, "rb") as f:
-                        parsed = parse_lines(f)
-                except OSError as e:
-                    self.read_error = f"{self.path}: {e.strerror or e}"
-                    parsed = ParseResult()
+                cached = _cache_load(self.path)
+                if cached is not None:
+                    parsed, self._prefixes, self.cache_path = cached
+                else:
+                    try:
+                        with open(self.path, "rb") as f:
+                            parsed = parse_lines(f)
+                    except OSError as e:
+                        self.read_error = f"{self.path}: {e.strerror or e}"
+                        parsed = ParseResult()
+                    else:
+                        self._prefixes = {
+                            r.line: quick_prefix(r.pattern, r.ignorecase) for rs in parsed.matches.values() for r in rs
+                        }
+                        self.cache_path = _cache_store(self.path, parsed, self._prefixes)
                 self._probes = {probe_key(p.protocol, p.name): p for p in parsed.probes}
                 self.parse_seconds = time.perf_counter() - t0
                 self._parsed = parsed
@@ -485,7 +571,7 @@ class ServiceDB:
             idx = self._index.get(key)
             if idx is None:
                 parsed = self._ensure()
-                idx = _ProbeIndex(parsed.matches.get(key, []))
+                idx = _ProbeIndex(parsed.matches.get(key, []), self._prefixes)
                 self._index[key] = idx
         return idx
 

@@ -12,14 +12,14 @@ import pytest
 
 from scanner import servicedb
 from scanner.api import Finding
-from scanner.breadth import DatabaseHandle, products_agree, refine
+from scanner.breadth import DatabaseHandle, products_agree, refine, worth_asking
 
 DB_TEXT = r"""# a tiny service database written for these tests
 Probe TCP NULL q||
 totalwaitms 5000
 match smtp m|^220 [-.\w]+ ESMTP Zmailer (\d[\w.]+) ready\r\n| p/Zmailer smtpd/ v/$1/ i/test rule/
 match smtp m|^220 [-.\w]+ ESMTP Postfix \(([\d.]+)\)| p/Postfix smtpd/ v/$1/
-match smtp m|^220 [-.\w]+ Acme Mail Gateway\r\n| p/Acme gateway smtpd/
+match smtp m|^220 [-.\w]+ Acme Mail Gateway ([\d.]+)\r\n| p/Acme gateway smtpd/ v/$1/
 match ftp m|^220 Welcome to FooFTP (\d+\.\d+)\r\n| p/FooFTP/ v/$1/ o/Unix/
 softmatch imap m|^\* OK |
 match pop3 m|^\+OK <\d+\.\d+@[-.\w]+>\r\n| p/Zqmail pop3d/
@@ -51,12 +51,23 @@ def test_database_names_what_we_left_empty(db: servicedb.ServiceDB) -> None:
 
 def test_ours_kept_when_the_database_disagrees(db: servicedb.ServiceDB) -> None:
     ours = Finding(service="smtp", product="Acme Mail Shield", version="3.1", rule="portproof:smtp/acme", confidence=10)
-    f = refine(ours, db, greeting=b"220 mx.example.org Acme Mail Gateway\r\n")
+    f = refine(ours, db, greeting=b"220 mx.example.org Acme Mail Gateway 2.1\r\n")
     assert f is not None and f.product == "Acme Mail Shield" and f.rule == "portproof:smtp/acme"
     ours2 = Finding(service="smtp", product="Sendmail", rule="portproof:smtp/sendmail")
-    f2 = refine(ours2, db, greeting=b"220 mx.example.org Acme Mail Gateway\r\n")
+    f2 = refine(ours2, db, greeting=b"220 mx.example.org Acme Mail Gateway 2.1\r\n")
     assert f2 is not None and f2.product == "Sendmail" and f2.version is None
     assert any("Acme gateway smtpd" in e.value for e in f2.evidence)
+
+
+def test_not_asked_when_it_could_add_nothing() -> None:
+    """Ours named product and version, or the bytes hold nothing version-like: no lookup at all."""
+    done = Finding(service="smtp", product="Postfix", version="3.7.11")
+    assert not worth_asking(done, b"220 mx ESMTP Postfix (3.7.11)\r\n", {})
+    hidden = Finding(service="imap", product="Dovecot")
+    assert not worth_asking(hidden, b"* OK [CAPABILITY IMAP4rev1] Dovecot (Debian) ready.\r\n", {})
+    assert worth_asking(hidden, b"* OK Dovecot 2.3.19 ready.\r\n", {})
+    assert worth_asking(None, b"hello\r\n", {}) and worth_asking(Finding(service="x"), b"hello", {})
+    assert not worth_asking(None, b"", {"GetRequest": b""})
 
 
 def test_database_adds_a_version_to_the_same_product(db: servicedb.ServiceDB) -> None:
