@@ -138,6 +138,9 @@ def render_table(results: Iterable[ScanResult], stream: IO[str] | None = None, v
                 Text(r.verdict, style=_VERDICT_STYLE.get(r.verdict, "")),
             )
             if verbose:
+                if r.rule:
+                    table.add_row("", "", "", Text("rule", style="dim"),
+                                  Text(safe_text(r.rule, 120), style="dim"), "", "")
                 for e in r.evidence[:6]:
                     table.add_row("", "", "", Text(safe_text(e.source, 30), style="dim"),
                                   Text(safe_text(e.value, 120), style="dim"), "", "")
