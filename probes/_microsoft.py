@@ -1,4 +1,4 @@
-"""Microsoft mail and news facts shared by the smtp, imap, pop3 and nntp probes.
+"""Microsoft mail and news facts shared by the smtp, imap, pop3, nntp and http probes.
 
 Two different build series show up in Microsoft greetings and must not be mixed up
 (sources in ``docs/microsoft-mail.md``):
@@ -15,26 +15,27 @@ Two different build series show up in Microsoft greetings and must not be mixed 
 
 from __future__ import annotations
 
-__all__ = ["exchange_release", "windows_of_service_build"]
+__all__ = ["exchange_release", "exchange_release_name", "windows_of_service_build"]
 
-#: Exchange build major.minor -> release (learn.microsoft.com build-numbers-and-release-dates;
-#: 8.1/8.2/8.3 are Exchange 2007 SP1-SP3, 14.1/14.2/14.3 Exchange 2010 SP1-SP3)
-_EXCHANGE_RELEASES: dict[tuple[int, int], str] = {
-    (5, 0): "5.0",
-    (5, 5): "5.5",
-    (6, 0): "2000",
-    (6, 5): "2003",
-    (8, 0): "2007",
-    (8, 1): "2007",
-    (8, 2): "2007",
-    (8, 3): "2007",
-    (14, 0): "2010",
-    (14, 1): "2010",
-    (14, 2): "2010",
-    (14, 3): "2010",
-    (15, 0): "2013",
-    (15, 1): "2016",
-    (15, 2): "2019",
+#: Exchange build major.minor -> (release, service pack) (learn.microsoft.com
+#: build-numbers-and-release-dates; 8.1/8.2/8.3 are Exchange 2007 SP1-SP3, 14.1/14.2/14.3 Exchange
+#: 2010 SP1-SP3; from 2013 on the minor number is the release, not a service pack)
+_EXCHANGE_RELEASES: dict[tuple[int, int], tuple[str, str | None]] = {
+    (5, 0): ("5.0", None),
+    (5, 5): ("5.5", None),
+    (6, 0): ("2000", None),
+    (6, 5): ("2003", None),
+    (8, 0): ("2007", None),
+    (8, 1): ("2007", "SP1"),
+    (8, 2): ("2007", "SP2"),
+    (8, 3): ("2007", "SP3"),
+    (14, 0): ("2010", None),
+    (14, 1): ("2010", "SP1"),
+    (14, 2): ("2010", "SP2"),
+    (14, 3): ("2010", "SP3"),
+    (15, 0): ("2013", None),
+    (15, 1): ("2016", None),
+    (15, 2): ("2019", None),
 }
 
 #: Windows build (third field of an IIS SMTP/NNTP service version) -> Windows release.
@@ -65,7 +66,21 @@ def _numbers(build: str, count: int) -> tuple[int, ...] | None:
 def exchange_release(build: str) -> str | None:
     """The Exchange release of an Exchange build (``6.5.7638.1`` -> ``2003``), None if unknown."""
     nums = _numbers(build, 2)
-    return _EXCHANGE_RELEASES.get((nums[0], nums[1])) if nums else None
+    known = _EXCHANGE_RELEASES.get((nums[0], nums[1])) if nums else None
+    return known[0] if known else None
+
+
+def exchange_release_name(build: str) -> str | None:
+    """Microsoft's name of the release and service pack of an Exchange build (``14.2.247.5`` ->
+    ``Exchange Server 2010 SP2``, ``6.0.6249.0`` -> ``Exchange 2000 Server``), None if unknown."""
+    nums = _numbers(build, 2)
+    known = _EXCHANGE_RELEASES.get((nums[0], nums[1])) if nums else None
+    if known is None:
+        return None
+    release, service_pack = known
+    # Exchange 2000's product name puts "Server" last; every later release puts it first
+    name = "Exchange 2000 Server" if release == "2000" else f"Exchange Server {release}"
+    return f"{name} {service_pack}" if service_pack else name
 
 
 def windows_of_service_build(build: str) -> str | None:

@@ -22,6 +22,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from probes._mail import os_hint, starttls_and_ask_again
 from probes._microsoft import exchange_release
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
@@ -32,9 +33,7 @@ from scanner.api import (
     ProbeContext,
     Recv,
     Send,
-    StartTLS,
     Step,
-    TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
 from scanner.textproto import (
@@ -219,10 +218,16 @@ def identify(greeting: str, caps: list[str], ident: dict[str, str]) -> Finding:
         m2 = re.search(r"Server Version (\d[\w.]*)", greeting, re.I)
         if m2:  # a version with no product name: keep it, name nothing
             f.details["banner_version"] = m2.group(1)
-    m3 = re.search(r"\((Debian|Ubuntu|Red Hat|CentOS|FreeBSD)[^)]*\)", greeting)
-    if m3:
-        f.extrainfo = m3.group(0).strip("()")
+    hint = os_hint(greeting)
+    if hint:
+        f.extrainfo = hint
     return f
+
+
+def _refusal(msg: bytes) -> str | None:
+    """None when STARTTLS got a tagged OK, else the tagged status and text."""
+    go = parse_response(msg, "a3")
+    return None if go.status == "OK" else f"{go.status} {go.text}"
 
 
 class IMAPProbe(Probe):
@@ -275,18 +280,14 @@ class IMAPProbe(Probe):
         finding.details["starttls"] = "STARTTLS" in (c.upper() for c in caps)
         finding.details["login_disabled"] = "LOGINDISABLED" in (c.upper() for c in caps)
         if finding.details["starttls"] and ctx.tls is None:
-            yield Send(b"a3 STARTTLS\r\n")
-            go = parse_response((yield Recv(frame_imap_tagged(b"a3"))), "a3")
-            if go.status != "OK":
-                finding.details["starttls_refused"] = f"{go.status} {go.text}"
-            else:
-                try:
-                    yield StartTLS()
-                except TLSFailed as exc:
-                    finding.details["starttls_error"] = str(exc)
-                    return finding
-                yield Send(b"a4 CAPABILITY\r\n")
-                after = parse_response((yield Recv(frame_imap_tagged(b"a4"))), "a4")
+            upgrade = yield from starttls_and_ask_again(
+                finding, b"a3 STARTTLS\r\n", frame_imap_tagged(b"a3"), _refusal,
+                b"a4 CAPABILITY\r\n", frame_imap_tagged(b"a4"),
+            )
+            if upgrade.failed:
+                return finding
+            if upgrade.reply is not None:
+                after = parse_response(upgrade.reply, "a4")
                 tls_caps: list[str] = []
                 for line in after.untagged:
                     tls_caps = capabilities_from(line) or tls_caps

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 
-from probes._microsoft import exchange_release, windows_of_service_build
+from probes._mail import IMPLEMENTATION, parse_capability_list, starttls_and_ask_again
+from probes._microsoft import windows_of_service_build
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
     Dialogue,
@@ -26,11 +27,9 @@ from scanner.api import (
     ProbeContext,
     Recv,
     Send,
-    StartTLS,
-    TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
-from scanner.textproto import BannerRule, decode_text, frame_dot_block, frame_line, match_banner, rule_name, split_lines
+from scanner.textproto import BannerRule, decode_text, frame_dot_block, frame_line, match_banner, rule_name
 
 __all__ = ["NNTPProbe", "identify", "parse_capabilities", "parse_status"]
 
@@ -46,17 +45,7 @@ def parse_status(msg: bytes) -> tuple[int, str]:
 
 def parse_capabilities(msg: bytes) -> dict[str, str]:
     """Parse a 101 CAPABILITIES reply into keyword -> params ({} for anything else)."""
-    lines = split_lines(msg)
-    if not lines or not lines[0].startswith("101"):
-        return {}
-    caps: dict[str, str] = {}
-    for line in lines[1:]:
-        if line == ".":
-            break
-        kw, _, params = line.partition(" ")
-        if kw and len(caps) < 200:
-            caps[kw.upper()] = params.strip()
-    return caps
+    return parse_capability_list(msg, "101")
 
 
 # Banner rules: each names a product only from the product's own words in the greeting (never a
@@ -91,9 +80,8 @@ _BANNERS: list[BannerRule] = [
     BannerRule("ginzicut", re.compile(r"\bGinzicut (\d+\.\d+[\w.]*) server ready\b"), "Ginzicut", 1),
 ]
 
-#: the CAPABILITIES IMPLEMENTATION value (RFC 3977 §5.2: the server's own name and version)
+#: INN's CAPABILITIES IMPLEMENTATION value (RFC 3977 §5.2: the server's own name and version)
 _INN_IMPLEMENTATION = re.compile(r"INN (\d+\.\d+[\w.\-]*)")
-_IMPLEMENTATION = re.compile(r"([A-Za-z][\w\-]*?(?: [A-Za-z][\w\-]*?)*)[ _/-]v?(\d+(?:\.\d+)+[\w.\-]*)")
 _GENERIC_NAMES = frozenset({"nntp", "nntpd", "news", "news server", "nntp server", "server", "generic"})
 
 
@@ -111,14 +99,12 @@ def identify(code: int, greeting: str, caps: dict[str, str]) -> Finding:
         if os_name:
             f.details["os"] = os_name
             f.extrainfo = os_name
-    elif f.product == "Microsoft Exchange Server" and f.version:
-        f.details["exchange_release"] = exchange_release(f.version)
     impl = caps.get("IMPLEMENTATION")
     if impl:
         f.add("CAPABILITIES IMPLEMENTATION", impl)
         f.details["implementation"] = impl
         m = _INN_IMPLEMENTATION.fullmatch(impl.strip())
-        im = _IMPLEMENTATION.fullmatch(impl.strip())
+        im = IMPLEMENTATION.fullmatch(impl.strip())
         if m:
             f.product, f.version, f.confidence = "InterNetNews (INN)", m.group(1), 10
             f.rule = rule_name("nntp", "inn-implementation")
@@ -134,6 +120,12 @@ def identify(code: int, greeting: str, caps: dict[str, str]) -> Finding:
     if "." in host:
         f.details["banner_host"] = host
     return f
+
+
+def _refusal(msg: bytes) -> str | None:
+    """None when STARTTLS got 382 (continue with TLS negotiation), else the status line."""
+    code, text = parse_status(msg)
+    return None if code == 382 else f"{code} {text}"
 
 
 class NNTPProbe(Probe):
@@ -175,7 +167,7 @@ class NNTPProbe(Probe):
         yield Send(b"CAPABILITIES\r\n")
         reply = yield Recv(frame_dot_block)
         rcode, rtext = parse_status(reply.split(b"\n", 1)[0])
-        if rcode == 250 or rcode >= 600:
+        if rcode == 250:  # no NNTP answer to CAPABILITIES is 250 (parse_status admits 1xx-5xx only)
             raise NotThisProtocol("CAPABILITIES got a non-NNTP answer")
         caps = parse_capabilities(reply)
         finding = ctx.found(identify(code, text, caps).inherit(finding))
@@ -186,19 +178,13 @@ class NNTPProbe(Probe):
             finding.details["capabilities_reply"] = f"{rcode} {rtext}"
         finding.details["starttls"] = "STARTTLS" in caps
         if "STARTTLS" in caps and ctx.tls is None:
-            yield Send(b"STARTTLS\r\n")
-            go, msg = parse_status((yield Recv(frame_line)))
-            if go != 382:
-                finding.details["starttls_refused"] = f"{go} {msg}"
-            else:
-                try:
-                    yield StartTLS()
-                except TLSFailed as exc:
-                    finding.details["starttls_error"] = str(exc)
-                    return finding
-                yield Send(b"CAPABILITIES\r\n")
-                after = parse_capabilities((yield Recv(frame_dot_block)))
-                finding.details["capabilities_tls"] = after
+            upgrade = yield from starttls_and_ask_again(
+                finding, b"STARTTLS\r\n", frame_line, _refusal, b"CAPABILITIES\r\n", frame_dot_block
+            )
+            if upgrade.failed:
+                return finding
+            if upgrade.reply is not None:
+                finding.details["capabilities_tls"] = parse_capabilities(upgrade.reply)
         sasl = (finding.details.get("capabilities_tls") or caps).get("SASL", "").upper().split()
         if "NTLM" in sasl:
             # RFC 4643: AUTHINFO SASL NTLM <initial response> -> 383 <challenge>

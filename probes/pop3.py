@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from probes._mail import IMPLEMENTATION, os_hint, parse_capability_list, starttls_and_ask_again
 from probes._microsoft import exchange_release
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
@@ -26,11 +27,9 @@ from scanner.api import (
     ProbeContext,
     Recv,
     Send,
-    StartTLS,
-    TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
-from scanner.textproto import BannerRule, decode_text, frame_dot_block, frame_line, match_banner, rule_name, split_lines
+from scanner.textproto import BannerRule, decode_text, frame_dot_block, frame_line, match_banner, rule_name
 
 __all__ = ["POP3Probe", "identify", "parse_capa", "parse_status"]
 
@@ -47,17 +46,7 @@ def parse_status(msg: bytes) -> tuple[bool, str]:
 
 def parse_capa(msg: bytes) -> dict[str, str]:
     """Parse a CAPA reply (``+OK`` then capability lines up to ``.``) into keyword -> params."""
-    lines = split_lines(msg)
-    if not lines or not lines[0].startswith("+OK"):
-        return {}
-    caps: dict[str, str] = {}
-    for line in lines[1:]:
-        if line == ".":
-            break
-        kw, _, params = line.partition(" ")
-        if kw and len(caps) < 200:
-            caps[kw.upper()] = params.strip()
-    return caps
+    return parse_capability_list(msg, "+OK")
 
 
 # Banner rules: each names a product only from the product's own words in the greeting (never a
@@ -114,9 +103,6 @@ _BANNERS: list[BannerRule] = [
                "Windows NT Resource Kit MailSrv"),
 ]
 
-#: the CAPA IMPLEMENTATION value (RFC 2449 §6.9: the server's own implementation name): "name version"
-#: with a real separator (space, slash, underscore or hyphen) and a version that starts with a digit
-_IMPLEMENTATION = re.compile(r"([A-Za-z][\w\-]*?(?: [A-Za-z][\w\-]*?)*)[ _/-]v?(\d+(?:\.\d+)+[\w.\-]*)")
 #: IMPLEMENTATION names that name no product
 _GENERIC_NAMES = frozenset({"pop", "pop3", "pop3d", "server", "mail", "mail server", "pop3 server", "generic"})
 
@@ -143,7 +129,7 @@ def identify(greeting: str, caps: dict[str, str]) -> Finding:
     if impl:
         f.add("CAPA IMPLEMENTATION", impl)
         f.details["implementation"] = impl
-        im = _IMPLEMENTATION.fullmatch(impl.strip())
+        im = IMPLEMENTATION.fullmatch(impl.strip())
         if im and im.group(1).lower() not in _GENERIC_NAMES:
             name, version = im.group(1), im.group(2)
             if f.product is None:
@@ -154,10 +140,16 @@ def identify(greeting: str, caps: dict[str, str]) -> Finding:
     m2 = re.search(r"<[^<>@\s]+@[^<>\s]+>", greeting)
     if m2:
         f.details["apop_timestamp"] = m2.group(0)
-    m3 = re.search(r"\((Debian|Ubuntu|Red Hat|CentOS|FreeBSD)[^)]*\)", greeting)
-    if m3:
-        f.extrainfo = m3.group(0).strip("()")
+    hint = os_hint(greeting)
+    if hint:
+        f.extrainfo = hint
     return f
+
+
+def _refusal(msg: bytes) -> str | None:
+    """None when STLS got ``+OK``, else the ``-ERR`` text."""
+    ok, text = parse_status(msg)
+    return None if ok else text
 
 
 class POP3Probe(Probe):
@@ -201,18 +193,13 @@ class POP3Probe(Probe):
         finding.details["sasl"] = caps.get("SASL", "").split()
         finding.details["starttls"] = "STLS" in caps
         if "STLS" in caps and ctx.tls is None:
-            yield Send(b"STLS\r\n")
-            ok_tls, msg = parse_status((yield Recv(frame_line)))
-            if not ok_tls:
-                finding.details["starttls_refused"] = msg
-            else:
-                try:
-                    yield StartTLS()
-                except TLSFailed as exc:
-                    finding.details["starttls_error"] = str(exc)
-                    return finding
-                yield Send(b"CAPA\r\n")
-                after = parse_capa((yield Recv(frame_dot_block)))
+            upgrade = yield from starttls_and_ask_again(
+                finding, b"STLS\r\n", frame_line, _refusal, b"CAPA\r\n", frame_dot_block
+            )
+            if upgrade.failed:
+                return finding
+            if upgrade.reply is not None:
+                after = parse_capa(upgrade.reply)
                 finding.details["capabilities_tls"] = after
                 finding.details["sasl_tls"] = after.get("SASL", "").split()
         sasl = finding.details.get("sasl_tls") or finding.details.get("sasl") or []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from probes._mail import os_hint, starttls_and_ask_again
 from probes._microsoft import exchange_release, windows_of_service_build
 from probes._replay import keep_greeting_in_replay
 from scanner.api import (
@@ -29,8 +30,6 @@ from scanner.api import (
     ProbeContext,
     Recv,
     Send,
-    StartTLS,
-    TLSFailed,
 )
 from scanner.ntlm import negotiate_b64, record_challenge_b64
 from scanner.textproto import BannerRule, decode_text, frame_smtp_reply, match_banner, rule_name
@@ -248,11 +247,17 @@ def identify(greeting: SMTPReply, ehlo: EHLOInfo | None) -> Finding:
     host = greeting.lines[0].split(" ", 1)[0] if greeting.lines else ""
     if host:
         f.details["banner_host"] = host
-    m = re.search(r"\(([^()]*(?:Debian|Ubuntu|Red Hat|CentOS|FreeBSD|GNU)[^()]*)\)", text)
-    if m:
-        f.details["os_hint"] = m.group(1)
-        f.extrainfo = f.extrainfo or m.group(1)
+    hint = os_hint(text)
+    if hint:
+        f.details["os_hint"] = hint
+        f.extrainfo = f.extrainfo or hint
     return f
+
+
+def _refusal(msg: bytes) -> str | None:
+    """None when STARTTLS got 220 (ready to start TLS), else the reply."""
+    go = parse_reply(msg)
+    return None if go.code == 220 else f"{go.code} {go.text}"
 
 
 class SMTPProbe(Probe):
@@ -311,18 +316,14 @@ class SMTPProbe(Probe):
                 finding.details["auth"] = ehlo.extensions["AUTH"].split()
             finding.details["starttls"] = "STARTTLS" in ehlo.extensions
         if ehlo and "STARTTLS" in ehlo.extensions and ctx.tls is None:
-            yield Send(build_command("STARTTLS"))
-            go = parse_reply((yield Recv(frame_reply)))
-            if go.code != 220:
-                finding.details["starttls_refused"] = f"{go.code} {go.text}"
-            else:
-                try:
-                    yield StartTLS()
-                except TLSFailed as exc:
-                    finding.details["starttls_error"] = str(exc)
-                    return finding
-                yield Send(build_command("EHLO", ctx.client_name))
-                after = parse_reply((yield Recv(frame_reply)))
+            upgrade = yield from starttls_and_ask_again(
+                finding, build_command("STARTTLS"), frame_reply, _refusal,
+                build_command("EHLO", ctx.client_name), frame_reply,
+            )
+            if upgrade.failed:
+                return finding
+            if upgrade.reply is not None:
+                after = parse_reply(upgrade.reply)
                 if after.code == 250:
                     tls_ehlo = parse_ehlo(after)
                     finding.details["extensions_tls"] = tls_ehlo.extensions

@@ -429,7 +429,6 @@ class _UDPProto(_Wakeable, asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: collections.deque[bytes] = collections.deque()
         self.refused = False
-        self.error: OSError | None = None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if len(self.queue) < UDP_QUEUE:
@@ -440,8 +439,6 @@ class _UDPProto(_Wakeable, asyncio.DatagramProtocol):
         if isinstance(exc, ConnectionRefusedError) or getattr(exc, "errno", None) == errno.ECONNREFUSED:
             self.refused = True
             self._wake()
-        elif isinstance(exc, OSError):
-            self.error = exc
 
 
 class _UDPConn:
@@ -579,7 +576,6 @@ class Scanner:
         self.on_result = on_result
         self.host_facts: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
-        self.unscanned = 0
         self.done = 0
         self.total = 0
         # per-port plans, keyed by what they depend on (see _hinted, _others, _server_first)
@@ -768,10 +764,7 @@ class Scanner:
                 traceback=result.traceback,
             )
         )
-        if result.status == "connection-refused":
-            return None
-        finding: Finding | None = result.finding
-        return finding
+        return None if result.status == "connection-refused" else result.finding
 
     # ------------------------------------------------------------------ TCP
     async def _tcp_layer(self, target: Target, entry: PortEntry, tls: bool, out: _Outcome) -> bool:
@@ -788,7 +781,6 @@ class Scanner:
             elif exc.status == "connection-timeout" and out.state == "unknown":
                 out.state = "filtered"
             elif out.state == "unknown":
-                out.state = "unknown"
                 out.error = str(exc)
             return False
         except TLSFailed as exc:
@@ -1078,7 +1070,6 @@ class Scanner:
         finally:
             for t in tasks:
                 t.cancel()
-            self.unscanned = self.total - self.done
         return results
 
     _rate: _RateLimiter = _RateLimiter(0)

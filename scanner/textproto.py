@@ -22,6 +22,7 @@ __all__ = [
     "LineFramer",
     "SMTPReplyFramer",
     "BannerRule",
+    "decode_cstring",
     "decode_text",
     "frame_dot_block",
     "frame_imap_tagged",
@@ -313,3 +314,9 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def decode_cstring(data: bytes) -> str:
+    """Decode a NUL-terminated or NUL-padded field of a binary protocol (an S7 SZL text, a DCE/RPC
+    tower's pipe name): the bytes before the first NUL, latin-1 (never fails, one char per byte)."""
+    return bytes(data).split(b"\x00", 1)[0].decode("latin-1")

@@ -23,7 +23,6 @@ For each flushed flow this module decides which side is the server, then:
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import random
 import time
@@ -97,9 +96,6 @@ _WELL_KNOWN = frozenset(
 )
 #: bytes of the server's stream given to ``probe.match`` (the live engine reads a greeting of this order)
 GREETING_BYTES = 4096
-#: the API may grow a ``replay`` flag telling dialogues that the replies answer another client's
-#: requests (transaction ids will not match theirs); set it when the field exists
-_CTX_HAS_REPLAY = "replay" in {f.name for f in dataclasses.fields(ProbeContext)}
 #: ALPN protocol ids (RFC 7301 registry) that name a service
 _ALPN_SERVICE = {"http/1.1": "http", "http/1.0": "http", "h2": "http", "imap": "imap", "pop3": "pop3"}
 
@@ -337,7 +333,6 @@ class Identifier:
         return fr
 
     def _ctx(self, addr: str, port: int, transport: Transport, implicit: TLSFacts | None = None) -> ProbeContext:
-        extra: dict[str, Any] = {"replay": True} if _CTX_HAS_REPLAY else {}
         # the live engine seeds each port's generator with f"{seed}:{address}:{port}" (seed 0 by
         # default): the same seed here makes a dialogue ask with the very ids it used in the
         # recorded scan, so id-checking probes accept the recorded replies
@@ -348,7 +343,8 @@ class Identifier:
             tls=implicit,
             implicit_tls=implicit is not None,
             rng=random.Random(f"{self.seed}:{addr}:{port}"),
-            **extra,
+            # the replies answer another client's requests: their transaction ids will not match ours
+            replay=True,
         )
 
     def _tcp_result(

@@ -37,20 +37,31 @@ def _cpu(fn: object, *args: object) -> float:
     return time.process_time() - t0
 
 
-#: known over budget: scapy's NDR decoder costs ~1.1 ms per ept_lookup entry (a Samba DC's reply of
-#: 53 entries: 58 ms); bounding it needs fewer entries per request or a split decode (not done yet)
-OVER_BUDGET = {"msrpc.dialogue": "scapy NDR decode of ept_lookup replies: ~1.1 ms per entry"}
+#: known over the 50 ms budget: scapy's NDR decoder costs ~1.1 ms per ept_lookup entry (a Samba
+#: DC's reply of 53 entries: 58-65 ms); bounding it to 50 ms needs fewer entries per request or a
+#: split decode (not done yet). Its own, looser bound below still fails on a regression.
+OVER_BUDGET = {"msrpc.dialogue": 0.25}
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param(t, marks=pytest.mark.xfail(strict=True, reason=OVER_BUDGET[t.name])) if t.name in OVER_BUDGET
-    else t for t in TARGETS], ids=[t.name for t in TARGETS])
-def test_fuzz_target_cpu_budget(target: Target) -> None:
+def _worst(target: Target) -> tuple[float, int]:
     inputs = [s for s in target.seeds if s][:8]
     inputs += [(s * (65536 // len(s) + 1))[:65536] for s in inputs[:4]]
     _cpu(target.fn, inputs[0] if inputs else b"")  # first-use imports are not the call's cost
-    worst = max((_cpu(target.fn, data), len(data)) for data in inputs) if inputs else (0.0, 0)
+    return max((_cpu(target.fn, data), len(data)) for data in inputs) if inputs else (0.0, 0)
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if t.name not in OVER_BUDGET],
+                         ids=[t.name for t in TARGETS if t.name not in OVER_BUDGET])
+def test_fuzz_target_cpu_budget(target: Target) -> None:
+    worst = _worst(target)
     assert worst[0] < CALL_BUDGET, f"{target.name}: {worst[0] * 1000:.1f} ms of CPU on {worst[1]} bytes"
+
+
+@pytest.mark.parametrize("name", sorted(OVER_BUDGET))
+def test_known_over_budget_targets_stay_within_their_own_bound(name: str) -> None:
+    target = next(t for t in TARGETS if t.name == name)
+    worst = _worst(target)
+    assert worst[0] < OVER_BUDGET[name], f"{name}: {worst[0] * 1000:.1f} ms of CPU on {worst[1]} bytes"
 
 
 def _framer_cases() -> list[tuple[str, object, bytes]]:
