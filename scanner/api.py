@@ -208,6 +208,10 @@ class Recv:
     #: ``"DNSVersionBindReq"`` ...): the driver keeps tagged messages in
     #: :attr:`ProbeContext.responses` so the database can match them after the dialogue
     tag: str | None = None
+    #: decoding this message may cost more CPU than one event loop can spare (scapy's NDR decoder
+    #: on a long endpoint list: ~1 ms per entry): the live engine then feeds the bytes of this step
+    #: to the runner in a worker thread, so every other connection keeps being served meanwhile
+    offload: bool = False
 
 
 @dataclass(frozen=True, slots=True)

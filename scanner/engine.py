@@ -181,6 +181,16 @@ DRIP_PAUSE = 0.01
 READ_AHEAD = 2 << 20
 
 
+async def _feed(runner: Runner, waiting: object, data: bytes) -> None:
+    """Report received bytes to the runner; for a ``Recv(offload=True)`` step from a worker thread,
+    so a heavy decode (the dialogue runs inside ``receive_data``) does not stall the event loop.
+    The runner is only ever touched by this one connection's task, one call at a time."""
+    if isinstance(waiting, NeedData) and waiting.offload:
+        await asyncio.to_thread(runner.receive_data, data)
+    else:
+        runner.receive_data(data)
+
+
 def _expire(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -376,7 +386,7 @@ class _TCPConn(_Wakeable, asyncio.Protocol):
             runner.peer_closed()
             return
         self._note(data)
-        runner.receive_data(data)
+        await _feed(runner, waiting, data)
         small = len(data) < DRIP_PIECE and runner.next_request() == waiting  # still the same Recv
         self._trickle = self._trickle + 1 if small else 0
 
@@ -468,7 +478,7 @@ class _UDPConn:
                 self.seen += data[: BANNER_KEEP - len(self.seen)]
             if self.recorder is not None:
                 self.recorder.server(self, data)
-            runner.receive_data(data)
+            await _feed(runner, runner.next_request(), data)
         elif proto.refused:
             runner.refused()
         else:

@@ -118,6 +118,8 @@ class NeedData:
     timeout: float | None
     recv: int
     datagram: bool = False
+    #: the step's ``Recv.offload``: report its bytes from a worker thread (heavy decoding follows)
+    offload: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,9 +461,9 @@ class Runner:
                     if self._closed is not None:
                         throw = RecvClosed(self._closed)
                         continue
-                    self._request = NeedData(step.timeout, self._recvs, datagram=True)
+                    self._request = NeedData(step.timeout, self._recvs, datagram=True, offload=step.offload)
                     return
-                self._request = NeedData(step.timeout, self._recvs)
+                self._request = NeedData(step.timeout, self._recvs, offload=step.offload)
                 got = self._frame()
                 if got is None:
                     return  # wait for bytes

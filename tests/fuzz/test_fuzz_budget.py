@@ -37,9 +37,10 @@ def _cpu(fn: object, *args: object) -> float:
     return time.process_time() - t0
 
 
-#: known over the 50 ms budget: scapy's NDR decoder costs ~1.1 ms per ept_lookup entry (a Samba
-#: DC's reply of 53 entries: 58-65 ms); bounding it to 50 ms needs fewer entries per request or a
-#: split decode (not done yet). Its own, looser bound below still fails on a regression.
+#: over the 50 ms per call: scapy's NDR decoder costs ~1.1 ms per ept_lookup entry (a Samba DC's
+#: reply of 53 entries: 58-65 ms). The live engine runs that step off the event loop
+#: (``Recv(offload=True)``, tests/hostile/test_offload.py); its own, looser bound below still fails
+#: on a regression.
 OVER_BUDGET = {"msrpc.dialogue": 0.25}
 
 
