@@ -33,6 +33,14 @@ def _err(msg: str) -> None:
     sys.stderr.write(f"fingerprint: {safe_text(msg, 2000)}\n")
 
 
+def _say_breadth(handle: Any) -> None:
+    """Say once, on standard error, that the service database is missing (not when turned off).
+    Finding the file is cheap: it is parsed only when a port needs it."""
+    if handle.enabled and handle.get() is None:
+        _err(f"breadth reduced: {handle.problem}; only portproof's own rules named products "
+             "(--service-db FILE to use another file, --no-service-db to silence this)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", choices=("table", "jsonl", "json"), default="table",
@@ -257,9 +265,7 @@ def cmd_scan(argv: Sequence[str]) -> int:
     end = time.time()
     for note in scanner.notes:
         _err(note)
-    if scanner.service_db.problem:
-        _err(f"breadth reduced: {scanner.service_db.problem}; only portproof's own rules named products "
-             "(install Debian's nmap-common or give --service-db FILE)")
+    _say_breadth(scanner.service_db)
     meta = {"scanner": "portproof", "version": __version__, "args": list(argv), "start": start, "end": end,
             "profile": profile.name, "interrupted": code == EXIT_INTERRUPTED}
     _emit(results, args, meta, streamed=writer is not None)
@@ -466,9 +472,7 @@ def cmd_replay(argv: Sequence[str]) -> int:
     end = time.time()
     for e in getattr(report, "errors", []):
         _err(str(e))
-    if service_db.problem:
-        _err(f"breadth reduced: {service_db.problem}; only portproof's own rules named products "
-             "(install Debian's nmap-common or give --service-db FILE)")
+    _say_breadth(service_db)
     meta = {"scanner": "portproof", "version": __version__, "args": ["replay", *argv], "start": start,
             "end": end}
     _emit(results, args, meta, streamed=writer is not None)

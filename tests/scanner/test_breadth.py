@@ -125,3 +125,16 @@ def test_without_a_database_nothing_changes(tmp_path: Path) -> None:
 )
 def test_products_agree(a: str, b: str, same: bool) -> None:
     assert products_agree(a, b) is same
+
+
+def test_cli_without_the_database_says_so_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A replay with a database file that does not exist still names what our rules know, and says
+    once on standard error that breadth is reduced."""
+    from scanner.cli import main
+
+    pcap = Path(__file__).resolve().parents[2] / "pcaps" / "smtp-postfix.pcap"
+    rc = main(["replay", str(pcap), "-o", "jsonl", "--service-db", str(tmp_path / "absent")])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert err.count("breadth reduced") == 1, err
+    assert '"product":"Postfix"' in out.replace(" ", ""), out[:500]
