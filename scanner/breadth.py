@@ -108,6 +108,19 @@ class DatabaseHandle:
                 self._loaded = True
         return self._db
 
+    def refine(
+        self,
+        finding: Finding | None,
+        *,
+        greeting: bytes = b"",
+        responses: Mapping[str, bytes] | None = None,
+        tls: bool = False,
+    ) -> Finding | None:
+        """:func:`refine` with this handle's database, loaded only when it could add something."""
+        if not worth_asking(finding, greeting, responses or {}):
+            return finding
+        return refine(finding, self.get(), greeting=greeting, responses=responses, tls=tls)
+
 
 #: something a version could be made of ("2.4", "9.18.49", "6.0.3790.1830", "4_96")
 _VERSIONISH = re.compile(rb"\d[._]\d")

@@ -262,7 +262,9 @@ def _database(entry: CorpusEntry, db: ServiceDB | None) -> Claim:
         m = db.match("NULL", entry.banner + b"\r\n")
     if m is None or m.soft:
         return Claim(service=m.service if m else None)
-    return Claim(m.product, m.version, 8 if m.product else 6, m.rule, m.service)
+    from scanner.breadth import DB_CONFIDENCE, DB_SERVICE_CONFIDENCE
+
+    return Claim(m.product, m.version, DB_CONFIDENCE if m.product else DB_SERVICE_CONFIDENCE, m.rule, m.service)
 
 
 def score_corpus(

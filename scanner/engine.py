@@ -47,7 +47,7 @@ from scanner.api import (
     TLSFacts,
     TLSFailed,
 )
-from scanner.breadth import DatabaseHandle, refine, worth_asking
+from scanner.breadth import DatabaseHandle
 from scanner.profile import PortEntry, Profile, load_profile, parse_ports
 from scanner.registry import Registry, load_registry
 from scanner.results import Attempt, EvidenceItem, ScanResult, Status, TLSInfo
@@ -989,14 +989,9 @@ class Scanner:
         if out.state not in ("open", "unknown", "open|filtered"):
             return
         f = out.finding
-        if not worth_asking(f, out.greeting, out.responses):
-            return
-        db = self.service_db.get()
-        if db is None:
-            return
         tls = out.tls is not None if f is not None else False
         try:
-            refined = refine(f, db, greeting=out.greeting, responses=out.responses, tls=tls)
+            refined = self.service_db.refine(f, greeting=out.greeting, responses=out.responses, tls=tls)
         except Exception as exc:  # the database layer must never cost us a result
             out.attempts.append(Attempt(probe="servicedb", status="probe-bug", error=f"{type(exc).__name__}: {exc}",
                                         traceback=traceback.format_exc()))

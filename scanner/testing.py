@@ -101,6 +101,29 @@ class DialogueRun:
         return self.error is None and self.finding is not None
 
 
+def _context(
+    address: str,
+    port: int,
+    transport: Transport,
+    hostname: str | None,
+    tls: TLSFacts | None,
+    implicit_tls: bool,
+    seed: int,
+    host_facts: dict[str, object] | None,
+) -> ProbeContext:
+    """The context a transcript or scripted run gives the dialogue (seeded ids, a copy of the facts)."""
+    return ProbeContext(
+        address=address,
+        port=port,
+        transport=transport,
+        hostname=hostname,
+        tls=tls if implicit_tls else None,
+        implicit_tls=implicit_tls,
+        rng=random.Random(seed),
+        host_facts=dict(host_facts or {}),
+    )
+
+
 def run_dialogue(
     probe: Probe,
     server: bytes | Sequence[bytes | _Silent],
@@ -129,16 +152,7 @@ def run_dialogue(
     contract, the step budget) is raised again when ``raise_bugs`` (the contract check relies on
     it); with ``raise_bugs=False`` the run says ``status="probe-bug"`` and keeps the partial finding.
     """
-    ctx = ProbeContext(
-        address=address,
-        port=port,
-        transport=transport,
-        hostname=hostname,
-        tls=tls if implicit_tls else None,
-        implicit_tls=implicit_tls,
-        rng=random.Random(seed),
-        host_facts=dict(host_facts or {}),
-    )
+    ctx = _context(address, port, transport, hostname, tls, implicit_tls, seed, host_facts)
     items: list[bytes | _Silent] = [server] if isinstance(server, bytes) else list(server)
     items.reverse()  # popped from the end
     runner = Runner(probe, ctx, max_steps=max_steps, unread_at_starttls="keep", record=True)
@@ -165,16 +179,7 @@ def run_scripted(
     ``Send`` (TCP: bytes added to the stream; UDP: one datagram) or returns None to stay silent
     (the next ``Recv`` then times out, as it would live). For servers whose answers depend on the
     request: ids, questions, tags."""
-    ctx = ProbeContext(
-        address=address,
-        port=port,
-        transport=transport,
-        hostname=hostname,
-        tls=tls if implicit_tls else None,
-        implicit_tls=implicit_tls,
-        rng=random.Random(seed),
-        host_facts=dict(host_facts or {}),
-    )
+    ctx = _context(address, port, transport, hostname, tls, implicit_tls, seed, host_facts)
     pending: list[bytes] = []
 
     def on_send(data: bytes) -> None:

@@ -506,14 +506,21 @@ def parse_root_dse(entry: LDAPMessageInfo) -> RootDSE:
     return RootDSE(values=values, names=names)
 
 
-def dn_to_dns_name(dn: str | None) -> str | None:
-    """``DC=lab,DC=example,DC=test`` -> ``lab.example.test`` (None when the DN has no DC parts)."""
+def _dn_parts(dn: str | None) -> list[tuple[str, str, str]] | None:
+    """ldap3's (attribute, value, separator) triples of ``dn``; None when empty or not a DN."""
     if not dn:
         return None
     lib = _ldap3()
     try:
-        parts = lib.parse_dn(dn)
+        return list(lib.parse_dn(dn))
     except lib.LDAPInvalidDnError:
+        return None
+
+
+def dn_to_dns_name(dn: str | None) -> str | None:
+    """``DC=lab,DC=example,DC=test`` -> ``lab.example.test`` (None when the DN has no DC parts)."""
+    parts = _dn_parts(dn)
+    if parts is None:
         return None
     labels = [value for attr, value, _sep in parts if attr.strip().lower() == "dc"]
     return ".".join(labels).lower() if labels else None
@@ -521,12 +528,8 @@ def dn_to_dns_name(dn: str | None) -> str | None:
 
 def site_from_server_name(dn: str | None) -> str | None:
     """The AD site from ``serverName`` (``CN=DC1,CN=Servers,CN=<site>,CN=Sites,...``)."""
-    if not dn:
-        return None
-    lib = _ldap3()
-    try:
-        parts = lib.parse_dn(dn)
-    except lib.LDAPInvalidDnError:
+    parts = _dn_parts(dn)
+    if parts is None:
         return None
     rdns = [(attr.strip().lower(), value.strip()) for attr, value, _sep in parts]
     for i in range(1, len(rdns)):

@@ -37,7 +37,7 @@ from scanner.api import (
     TLSFacts,
     Transport,
 )
-from scanner.breadth import DatabaseHandle, refine, worth_asking
+from scanner.breadth import DatabaseHandle
 from scanner.replay.reassembly import TCPFlow, UDPFlow
 from scanner.replay.tlsparse import (
     ServerTLS,
@@ -436,12 +436,9 @@ class Identifier:
 
     def _refine(self, finding: Finding | None, greeting: bytes, responses: dict[str, bytes]) -> Finding | None:
         """The service database behind the probes, as in a live scan (scanner.breadth.refine)."""
-        if self.service_db is None or not worth_asking(finding, greeting, responses):
+        if self.service_db is None:
             return finding
-        db = self.service_db.get()
-        if db is None:
-            return finding
-        return refine(finding, db, greeting=greeting, responses=responses)
+        return self.service_db.refine(finding, greeting=greeting, responses=responses)
 
     def _implicit_tls(self, base: ScanResult, srv: bytes, port: int) -> ScanResult:
         st = parse_server_tls(srv)
