@@ -8,11 +8,22 @@ A profile is a TOML file (see ``scanner/profiles/exchange-ad.toml``, the built-i
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEFAULT_PROFILE", "PortEntry", "Profile", "ProfileError", "load_profile", "parse_ports"]
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PortEntry",
+    "Profile",
+    "ProfileError",
+    "builtin_profiles",
+    "load_profile",
+    "parse_ports",
+    "parse_range",
+    "rpc_entries",
+]
 
 DEFAULT_PROFILE = "exchange-ad"
 MAX_PORTS = 65536 * 2
@@ -41,6 +52,9 @@ class Profile:
     name: str
     description: str
     entries: tuple[PortEntry, ...]
+    #: the RPC dynamic port range the profile documents (``rpc_range = "LO-HI"``), scanned only
+    #: when the user asks for it (``--rpc-range``); None when the profile names none
+    rpc_range: tuple[int, int] | None = None
 
     def lookup(self, port: int, transport: str) -> PortEntry | None:
         """The entry for ``port``/``transport``, if the profile lists it."""
@@ -85,7 +99,42 @@ def parse_profile_text(text: str, origin: str) -> Profile:
             PortEntry(port, transport, service, tls, probe if isinstance(probe, str) else None,
                       str(row.get("description", "")))
         )
-    return Profile(str(data.get("name", Path(origin).stem)), str(data.get("description", "")), tuple(entries))
+    rpc = data.get("rpc_range")
+    if rpc is not None and not isinstance(rpc, str):
+        raise ProfileError(f"{origin}: rpc_range must be a string LO-HI")
+    return Profile(str(data.get("name", Path(origin).stem)), str(data.get("description", "")), tuple(entries),
+                   parse_range(rpc, origin) if rpc else None)
+
+
+def parse_range(spec: str, origin: str = "range") -> tuple[int, int]:
+    """``"49152-65535"`` -> ``(49152, 65535)``; a :class:`ProfileError` for anything else."""
+    lo_s, sep, hi_s = spec.strip().partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s)
+    except ValueError:
+        raise ProfileError(f"{origin}: bad port range {spec!r} (want LO-HI)") from None
+    if not sep or not 0 < lo <= hi < 65536:
+        raise ProfileError(f"{origin}: bad port range {spec!r} (want LO-HI within 1-65535)")
+    return lo, hi
+
+
+def rpc_entries(lo: int, hi: int, have: Iterable[PortEntry] = ()) -> list[PortEntry]:
+    """The RPC dynamic range ``lo..hi`` as profile entries (msrpc expected on each TCP port), leaving
+    out ports ``have`` already lists."""
+    taken = {(e.port, e.transport) for e in have}
+    return [
+        PortEntry(p, "tcp", "msrpc", False, "msrpc", "RPC dynamic range (ncacn_ip_tcp endpoint)")
+        for p in range(lo, hi + 1)
+        if (p, "tcp") not in taken
+    ]
+
+
+def builtin_profiles() -> list[Profile]:
+    """Every built-in profile, the default first, then by name."""
+    folder = resources.files("scanner").joinpath("profiles")
+    names = sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".toml"))
+    names.sort(key=lambda n: n != DEFAULT_PROFILE)
+    return [load_profile(n) for n in names]
 
 
 def load_profile(name_or_path: str | None = None) -> Profile:

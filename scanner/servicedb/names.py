@@ -30,6 +30,14 @@ _MAP: dict[str, tuple[str, bool]] = {
     "globalcatLDAPssl": ("ldap", True),
     "msrpc": ("msrpc", False),
     "msexch-routing": ("resvc", False),
+    # the domain controller's other services (the ad-dc profile's names)
+    "kerberos-sec": ("kerberos", False),
+    "kerberos": ("kerberos", False),
+    "kpasswd5": ("kpasswd", False),
+    "kpasswd": ("kpasswd", False),
+    "netbios-ssn": ("smb", False),
+    "microsoft-ds": ("smb", False),
+    "ms-wbt-server": ("rdp", False),
 }
 
 
