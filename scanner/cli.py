@@ -24,7 +24,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-SUBCOMMANDS = ("scan", "replay", "probes", "schema")
+SUBCOMMANDS = ("scan", "replay", "probes", "profiles", "schema")
 
 
 def _err(msg: str) -> None:
@@ -82,7 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-n", dest="no_resolve", action="store_true", help="never resolve host names")
     t.add_argument("-p", "--ports", metavar="PORTS",
                    help="ports instead of the profile's: 25,110,389-390 or U:53,T:25")
-    t.add_argument("--profile", metavar="NAME|FILE", help="port profile (default: built-in exchange-ad)")
+    t.add_argument("--profile", metavar="NAME|FILE",
+                   help="port profile (default: built-in exchange-ad; 'fingerprint profiles' lists them)")
+    t.add_argument("--rpc-range", metavar="LO-HI|profile",
+                   help="also scan this RPC dynamic port range, expecting msrpc on each port ('profile': "
+                        "the profile's own rpc_range, ad-dc: 49152-65535)")
     s = p.add_argument_group("scheduling")
     s.add_argument("--fast", action="store_true", help="only probes hinted for each port (no slow lane)")
     s.add_argument("--intensity", type=int, default=7, choices=range(1, 10), metavar="1-9",
@@ -171,7 +175,7 @@ def cmd_scan(argv: Sequence[str]) -> int:
     """``fingerprint [scan] TARGET...``"""
     args = build_parser().parse_args(argv)
     from scanner.engine import Scanner, ScanOptions, _new_loop
-    from scanner.profile import ProfileError, load_profile, parse_ports
+    from scanner.profile import ProfileError, load_profile, parse_ports, parse_range, rpc_entries
     from scanner.targets import TargetError, expand_targets, read_target_file
 
     specs = list(args.targets)
@@ -183,6 +187,14 @@ def cmd_scan(argv: Sequence[str]) -> int:
             return EXIT_USAGE
         profile = load_profile(args.profile)
         entries = parse_ports(args.ports, profile) if args.ports else list(profile.entries)
+        if args.rpc_range:
+            if args.rpc_range == "profile":
+                if profile.rpc_range is None:
+                    raise ProfileError(f"profile {profile.name} names no rpc_range: give --rpc-range LO-HI")
+                lo, hi = profile.rpc_range
+            else:
+                lo, hi = parse_range(args.rpc_range, "--rpc-range")
+            entries += rpc_entries(lo, hi, entries)
         targets = expand_targets(specs, resolve=not args.no_resolve)
     except (ProfileError, TargetError) as exc:
         _err(str(exc))
@@ -414,6 +426,53 @@ def cmd_probes(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def cmd_profiles(argv: Sequence[str]) -> int:
+    """``fingerprint profiles [NAME...]``: the built-in port profiles and their ports."""
+    p = argparse.ArgumentParser(prog="fingerprint profiles",
+                                description="List the built-in port profiles with what each port should carry.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these profiles")
+    p.add_argument("--json", action="store_true", help="JSON instead of tables")
+    args = p.parse_args(argv)
+    from scanner.profile import builtin_profiles
+
+    profiles = builtin_profiles()
+    known = [pr.name for pr in profiles]
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        _err(f"no built-in profile {', '.join(unknown)} (built-in: {', '.join(known)})")
+        return EXIT_USAGE
+    if args.names:
+        profiles = [pr for pr in profiles if pr.name in args.names]
+    if args.json:
+        import json
+
+        print(json.dumps({"profiles": [
+            {"name": pr.name, "description": pr.description,
+             "rpc_range": f"{pr.rpc_range[0]}-{pr.rpc_range[1]}" if pr.rpc_range else None,
+             "ports": [{"port": e.port, "transport": e.transport, "service": e.service, "tls": e.tls,
+                        "probe": e.probe, "description": e.description} for e in pr.entries]}
+            for pr in profiles]}, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    for pr in profiles:
+        default = " (default)" if pr.name == known[0] else ""
+        title = f"{pr.name}{default}: {pr.description}"
+        table = Table(title=title, title_justify="left")
+        for col in ("port", "expected", "tls", "probe", "description"):
+            table.add_column(col, overflow="fold")
+        for e in pr.entries:
+            table.add_row(f"{e.port}/{e.transport}", e.service or "", "implicit" if e.tls else "",
+                          e.probe or "-", e.description)
+        if pr.rpc_range:
+            table.caption = (f"RPC dynamic range {pr.rpc_range[0]}-{pr.rpc_range[1]} (msrpc), scanned with "
+                             f"--rpc-range profile or --rpc-range LO-HI")
+        console.print(table)
+    return EXIT_OK
+
+
 def cmd_schema(argv: Sequence[str]) -> int:
     """``fingerprint schema``: print the JSON Schema of one output record."""
     from scanner.schema import schema_json
@@ -494,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_replay(rest)
             if cmd == "probes":
                 return cmd_probes(rest)
+            if cmd == "profiles":
+                return cmd_profiles(rest)
             if cmd == "schema":
                 return cmd_schema(rest)
             return cmd_scan(rest)
