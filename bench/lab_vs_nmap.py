@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark 1: portproof against ``nmap -sV`` on the real-server lab, scored on the lab's ground truth.
 
-    sudo python bench/lab_vs_nmap.py [--out DIR] [--nmap-xml FILE] [--skip-nmap]
+    sudo python bench/lab_vs_nmap.py [--truth FILE] [--out DIR] [--nmap-xml FILE] [--skip-nmap]
+    sudo python bench/lab_vs_nmap.py --truth bench/dc_truth.toml     # the domain controller's other
+                                       # services (Kerberos, kpasswd, SMB), Redis, FTP and SSH daemons
 
 Brings the lab up (``tests/lab/up.sh``) when it is not running and stops it again at the end (a
 running lab is left running). Then, in the same invocation and one after the other:
@@ -9,7 +11,8 @@ running lab is left running). Then, in the same invocation and one after the oth
 * ``fingerprint -n -o jsonl 127.0.0.1 127.0.0.2`` (the default profile's ports);
 * ``nmap -n -Pn -sS -sU -sV -p <the same ports> 127.0.0.1 127.0.0.2 -oX DIR/nmap.xml``;
 
-and compares both with ``bench/lab_truth.toml``. Prints one row per port (truth | nmap | portproof),
+and compares both with ``bench/lab_truth.toml`` (or ``--truth FILE``: a truth file may name its own
+``profile`` and ``ports``, which both tools then scan). Prints one row per port (truth | nmap | portproof),
 then totals (protocol, product and version right, wrong claims, closed ports seen closed) and both
 wall times with their ratio. Scores: ``+`` right, ``.`` nothing claimed, ``x`` wrong claim, for
 protocol / product / version in that order. An nmap service name that comes from its port table
@@ -45,7 +48,8 @@ NMAP_NAMES = {
     "domain": "dns", "iso-tsap": "tsap", "imaps": "imap", "pop3s": "pop3", "smtps": "smtp",
     "submission": "smtp", "nntps": "nntp", "snews": "nntp", "https": "http", "http-proxy": "http",
     "ldapssl": "ldap", "globalcatLDAP": "ldap", "globalcatLDAPssl": "ldap", "epmap": "msrpc",
-    "resvc": "resvc", "ulp": "uls",
+    "resvc": "resvc", "ulp": "uls", "kerberos-sec": "kerberos", "kpasswd5": "kpasswd", "netbios-ssn": "smb",
+    "microsoft-ds": "smb",
 }
 
 
@@ -261,7 +265,8 @@ def score(truth: Truth, claim: Claim | None) -> tuple[str, dict[str, int]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 0 when both tools ran."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    ap.add_argument("--out", type=Path, default=Path("/tmp/portproof-bench/lab"), help="outputs (default %(default)s)")
+    ap.add_argument("--truth", type=Path, default=TRUTH, help="ground truth (default %(default)s)")
+    ap.add_argument("--out", type=Path, help="outputs (default /tmp/portproof-bench/<truth file's stem>)")
     ap.add_argument("--nmap-xml", type=Path, help="reuse this nmap XML instead of running nmap (no nmap timing)")
     ap.add_argument("--skip-nmap", action="store_true", help="only portproof")
     ap.add_argument("--timeout", type=float, default=900.0, help="per tool, seconds")
@@ -271,13 +276,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     need_root()
     nmap = None if (args.skip_nmap or args.nmap_xml) else ensure_apt("nmap", "nmap")
+    args.out = args.out or Path("/tmp/portproof-bench") / ("lab" if args.truth == TRUTH else args.truth.stem)
     args.out.mkdir(parents=True, exist_ok=True)
 
     sys.path.insert(0, str(REPO))
-    from scanner.profile import load_profile
+    from scanner.profile import load_profile, parse_ports
 
-    entries = [(e.port, e.transport) for e in load_profile().entries]
-    hosts, truth, warnings = load_truth(TRUTH, entries)
+    meta = tomllib.loads(args.truth.read_text())
+    profile = load_profile(meta.get("profile"))
+    chosen = parse_ports(meta["ports"], profile) if meta.get("ports") else list(profile.entries)
+    entries = [(e.port, e.transport) for e in chosen]
+    # the portproof options that give the truth file's profile and ports (none for the default)
+    args.scope = [*(["--profile", meta["profile"]] if meta.get("profile") else []),
+                  *(["-p", meta["ports"]] if meta.get("ports") else [])]
+    hosts, truth, warnings = load_truth(args.truth, entries)
     for w in warnings:
         print(f"[bench] WARNING {w}", flush=True)
     tcp = sorted({p for p, t in entries if t == "tcp"})
@@ -294,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"[bench] WARNING lab ports not listening: {' '.join(missing)}", flush=True)
         print(f"[bench] {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}", flush=True)
-        pp_cmd = [*fingerprint_cmd(), "-n", "--no-progress", "-o", "jsonl", *hosts]
+        pp_cmd = [*fingerprint_cmd(), "-n", "--no-progress", "-o", "jsonl", *args.scope, *hosts]
         print(f"[bench] $ {' '.join(pp_cmd)}", flush=True)
         pp = run_measured(pp_cmd, stdout=args.out / "portproof.jsonl", stderr=args.out / "portproof.stderr",
                           timeout=args.timeout)
@@ -378,7 +390,7 @@ def _run_baseline(ref: str, hosts: list[str], args: argparse.Namespace) -> Measu
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
     try:
         cmd = [sys.executable, "-c", "from scanner.cli import main; raise SystemExit(main())",
-               "-n", "--no-progress", "-o", "jsonl", *hosts]
+               "-n", "--no-progress", "-o", "jsonl", *args.scope, *hosts]
         print(f"[bench] $ (baseline {ref}) {' '.join(cmd[3:])}", flush=True)
         env = dict(os.environ, PYTHONPATH=str(tree))
         return run_measured(cmd, stdout=args.out / "baseline.jsonl", stderr=args.out / "baseline.stderr",
