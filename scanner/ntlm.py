@@ -39,6 +39,7 @@ __all__ = [
     "LDAPBindResult",
     "build_ldap_sasl_bind",
     "build_negotiate",
+    "filetime_to_datetime",
     "find_ntlmssp",
     "record_challenge_b64",
     "negotiate_b64",
@@ -99,6 +100,15 @@ MAX_AV_PAIRS = 64
 _CHALLENGE_MIN = 48  # up to and including TargetInfoFields; the VERSION field is optional
 
 _FILETIME_EPOCH = _dt.datetime(1601, 1, 1, tzinfo=_dt.UTC)
+
+
+def filetime_to_datetime(ticks: int) -> _dt.datetime | None:
+    """A Windows FILETIME (100 ns ticks since 1601-01-01 UTC) as an aware datetime; None when it is
+    out of the range ``datetime`` can hold (hostile values)."""
+    try:
+        return _FILETIME_EPOCH + _dt.timedelta(microseconds=ticks // 10)
+    except OverflowError:
+        return None
 
 
 class NTLMError(NotThisProtocol, ValueError):
@@ -198,6 +208,19 @@ class NTLMChallenge:
     def looks_like_samba(self) -> bool:
         """True for Samba's fixed VERSION field (6.1 build 0, which no Windows release sends)."""
         return self.os_version == (6, 1, 0)
+
+    def host_facts(self) -> dict[str, str]:
+        """The facts other probes on the same host may use, under the keys the probes share:
+        ``ntlm_netbios_domain``, ``ntlm_netbios_computer``, ``ntlm_dns_domain``,
+        ``ntlm_dns_computer``, ``ntlm_dns_tree`` and ``windows_version`` (absent ones left out)."""
+        facts = {
+            f"ntlm_{key}": value
+            for key in ("netbios_domain", "netbios_computer", "dns_domain", "dns_computer", "dns_tree")
+            if (value := getattr(self, key))
+        }
+        if self.windows_version:
+            facts["windows_version"] = self.windows_version
+        return facts
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-serialisable facts (for a Finding's details); absent names are left out."""
@@ -377,10 +400,9 @@ def parse_challenge(blob: bytes) -> NTLMChallenge:
             if av_len != 8:
                 raise NTLMError(f"MsvAvTimestamp of {av_len} bytes")
             (ticks,) = struct.unpack("<Q", value)
-            try:
-                timestamp = _FILETIME_EPOCH + _dt.timedelta(microseconds=ticks // 10)
-            except OverflowError as exc:
-                raise NTLMError("MsvAvTimestamp out of range") from exc
+            timestamp = filetime_to_datetime(ticks)
+            if timestamp is None:
+                raise NTLMError("MsvAvTimestamp out of range")
         elif av_id == _AV_FLAGS:
             if av_len != 4:
                 raise NTLMError(f"MsvAvFlags of {av_len} bytes")

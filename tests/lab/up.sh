@@ -8,7 +8,8 @@
 #   127.0.0.2  "second host": OpenLDAP slapd (389, 636), BIND 9 (53 tcp+udp), python-snap7 S7 (102).
 #   extra.d/: 127.0.0.3 dnsmasq, 127.0.0.4 samba-dcerpcd (135), 127.0.0.5 Apache (80, 443),
 #              127.0.0.6 Unbound, 127.0.0.7 PowerDNS Authoritative, 127.0.0.8 Knot DNS (53 tcp+udp),
-#              127.0.0.1:6379 redis (plugin example), 127.0.0.11 vsftpd (21) and OpenSSH sshd (22).
+#              127.0.0.1:6379 redis (plugin example), 127.0.0.9 MIT krb5 KDC (88, 464), 127.0.0.10 Heimdal
+#              KDC (88, 464), 127.0.0.11 vsftpd (21) and OpenSSH sshd (22).
 #
 # Usage (as root):  ./up.sh                   install what is missing, then start everything
 #                   ./up.sh --install-only    only install (apt-get + venv), start nothing
