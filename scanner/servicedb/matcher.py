@@ -491,6 +491,7 @@ class ServiceDB:
         self._probes: dict[str, DBProbe] = {}
         self._index: dict[str, _ProbeIndex] = {}
         self._chains: dict[str, tuple[str, ...]] = {}
+        self._services: dict[str, frozenset[str]] = {}
         self._failed: dict[int, str] = {}
         self._compiled = 0
         self._slow: list[int] = []
@@ -599,6 +600,24 @@ class ServiceDB:
     def probes(self) -> list[DBProbe]:
         """Every probe of the file, in file order."""
         return list(self._ensure().probes)
+
+    def services(self, name: str) -> frozenset[str]:
+        """The services the probe's own match lines (hard and soft) can name: nmap's
+        ``serviceIsPossible``, by which a softmatch narrows the probes still worth sending.
+        Empty for an unknown probe."""
+        key = self._key(name)
+        if key is None:
+            return frozenset()
+        found = self._services.get(key)
+        if found is None:
+            found = frozenset(m.service for m in self._ensure().matches.get(key, []))
+            self._services[key] = found
+        return found
+
+    @property
+    def exclude(self) -> str | None:
+        """The file's ``Exclude`` port spec (ports nmap never version-probes, e.g. ``T:9100-9107``)."""
+        return self._ensure().exclude
 
     def match(self, probe: str, data: bytes, *, tls: bool = False) -> DBMatch | None:
         """What the database says about ``data``, the reply to ``probe`` (nmap's rules, see the
