@@ -18,13 +18,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from probes._mail import os_hint, starttls_and_ask_again
 from probes._microsoft import exchange_release
-from probes._replay import keep_greeting_in_replay
+from probes._replay import keep_greeting_in_replay, passive_text_finding
 from scanner.api import (
     Dialogue,
     Finding,
@@ -230,10 +230,23 @@ def _refusal(msg: bytes) -> str | None:
     return None if go.status == "OK" else f"{go.status} {go.text}"
 
 
+#: commands an IMAP client opens with, and the ones it may send (RFC 9051 6)
+_PASSIVE_FIRST = frozenset({"CAPABILITY", "LOGIN", "AUTHENTICATE", "STARTTLS", "ID", "NOOP"})
+_PASSIVE_VERBS = _PASSIVE_FIRST | frozenset(
+    {
+        "SELECT", "EXAMINE", "LIST", "LSUB", "STATUS", "FETCH", "UID", "LOGOUT", "IDLE", "APPEND", "SEARCH",
+        "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "NAMESPACE", "ENABLE", "CLOSE", "EXPUNGE",
+        "CHECK", "GETQUOTAROOT", "STORE", "COPY", "MOVE",
+    }
+)
+
+
 class IMAPProbe(Probe):
     """IMAP: greeting, CAPABILITY, ID, STARTTLS; implicit TLS on 993."""
 
     name = "imap"
+    #: ALPN id (RFC 7301 registry) of IMAP inside implicit TLS
+    alpn = ("imap",)
     services = ("imap",)
     transports = ("tcp",)
     ports = (143, 993)
@@ -245,6 +258,21 @@ class IMAPProbe(Probe):
     def match(self, greeting: bytes) -> bool:
         """IMAP greets with ``* OK``, ``* PREAUTH`` or ``* BYE``."""
         return bool(re.match(rb"\* (OK|PREAUTH|BYE)\b", greeting, re.I))
+
+    # ---------------------------------------------------------------- passive hooks (replay)
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """The greeting and an ``AUTHENTICATE NTLM`` CHALLENGE (``+ <base64>``); with only the
+        client captured, its tagged commands (CAPABILITY, LOGIN, AUTHENTICATE ... first)."""
+        return passive_text_finding(
+            "imap",
+            server_messages,
+            client_messages,
+            greets=self.match,
+            first_verbs=_PASSIVE_FIRST,
+            verbs=_PASSIVE_VERBS,
+            ntlm_source="AUTHENTICATE NTLM challenge (+)",
+            tagged=True,
+        )
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """Greeting, CAPABILITY, ID, STARTTLS + CAPABILITY, LOGOUT."""

@@ -15,10 +15,11 @@ rule knows are kept as evidence and name nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from probes._mail import IMPLEMENTATION, os_hint, parse_capability_list, starttls_and_ask_again
 from probes._microsoft import exchange_release
-from probes._replay import keep_greeting_in_replay
+from probes._replay import keep_greeting_in_replay, passive_text_finding
 from scanner.api import (
     Dialogue,
     Finding,
@@ -152,10 +153,19 @@ def _refusal(msg: bytes) -> str | None:
     return None if ok else text
 
 
+#: commands a POP3 client opens with, and the ones it may send (RFC 1939, 2449, 2595, 5034)
+_PASSIVE_FIRST = frozenset({"USER", "CAPA", "STLS", "AUTH", "APOP"})
+_PASSIVE_VERBS = _PASSIVE_FIRST | frozenset(
+    {"PASS", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL"}
+)
+
+
 class POP3Probe(Probe):
     """POP3: greeting, CAPA, STLS and CAPA again; implicit TLS on 995."""
 
     name = "pop3"
+    #: ALPN id (RFC 7301 registry) of POP3 inside implicit TLS
+    alpn = ("pop3",)
     services = ("pop3",)
     transports = ("tcp",)
     ports = (110, 995)
@@ -167,6 +177,20 @@ class POP3Probe(Probe):
     def match(self, greeting: bytes) -> bool:
         """POP3 greets with ``+OK`` (or ``-ERR`` when refusing)."""
         return greeting.startswith(b"+OK") or greeting.startswith(b"-ERR")
+
+    # ---------------------------------------------------------------- passive hooks (replay)
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """The greeting and an ``AUTH NTLM`` CHALLENGE (``+ <base64>``); with only the client
+        captured, its commands (USER, CAPA, STLS, AUTH, APOP first)."""
+        return passive_text_finding(
+            "pop3",
+            server_messages,
+            client_messages,
+            greets=self.match,
+            first_verbs=_PASSIVE_FIRST,
+            verbs=_PASSIVE_VERBS,
+            ntlm_source="AUTH NTLM challenge (+)",
+        )
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """Greeting, CAPA, STLS + CAPA, QUIT."""

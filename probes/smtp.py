@@ -17,11 +17,12 @@ claim comes from a named rule (``finding.rule``); greetings no rule knows name n
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from probes._mail import os_hint, starttls_and_ask_again
 from probes._microsoft import exchange_release, windows_of_service_build
-from probes._replay import keep_greeting_in_replay
+from probes._replay import keep_greeting_in_replay, passive_text_finding
 from scanner.api import (
     Dialogue,
     Finding,
@@ -260,6 +261,13 @@ def _refusal(msg: bytes) -> str | None:
     return None if go.code == 220 else f"{go.code} {go.text}"
 
 
+#: commands an SMTP client opens with, and the ones it may send (RFC 5321 4.1, 3207, 4954, 3030)
+_PASSIVE_FIRST = frozenset({"EHLO", "HELO", "LHLO"})
+_PASSIVE_VERBS = _PASSIVE_FIRST | frozenset(
+    {"MAIL", "RCPT", "DATA", "BDAT", "QUIT", "RSET", "NOOP", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH"}
+)
+
+
 class SMTPProbe(Probe):
     """SMTP: greeting, EHLO (HELO fallback), STARTTLS and EHLO again; implicit TLS on 465."""
 
@@ -275,6 +283,21 @@ class SMTPProbe(Probe):
     def match(self, greeting: bytes) -> bool:
         """SMTP greets with 220 (ready), 421 or 554 (not available) and a three-digit code line."""
         return bool(re.match(rb"(220|421|554)[ -]", greeting))
+
+    # ---------------------------------------------------------------- passive hooks (replay)
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """The greeting and an ``AUTH NTLM`` CHALLENGE (``334 <base64>``); with only the client
+        captured, its commands (EHLO/HELO first, then MAIL FROM, RCPT TO ...)."""
+        return passive_text_finding(
+            "smtp",
+            server_messages,
+            client_messages,
+            greets=self.match,
+            first_verbs=_PASSIVE_FIRST,
+            verbs=_PASSIVE_VERBS,
+            ntlm_source="AUTH NTLM challenge (334)",
+            stop_verbs=frozenset({"DATA", "BDAT"}),
+        )
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """Greeting, EHLO/HELO, STARTTLS + EHLO, QUIT."""

@@ -32,13 +32,17 @@ framer is one) also gives a :class:`FrameCursor` per message that looks only at 
 not seen yet; :func:`prefix_framer` marks a framer that reads a fixed-size header (a length
 prefix), whose cost does not depend on the buffer's length.
 
+Passive hooks: three optional methods of :class:`Probe` (``client_hint``, ``pair_key``,
+``identify_passive``) let a probe take part in the pcap replay of conversations it did not lead;
+the replay itself knows no protocol and asks the registered probes (built-in or plugins).
+
 Everything not exported here is private to portproof and may change without notice.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import update_wrapper
 from typing import Any, ClassVar, Literal, Protocol
@@ -53,6 +57,7 @@ __all__ = [
     "NotThisProtocol",
     "Probe",
     "ProbeContext",
+    "CLIENT_HINT_BYTES",
     "MAX_RECONNECTS",
     "Reconnect",
     "Recv",
@@ -229,6 +234,9 @@ class Reconnect:
 #: most ``Reconnect`` steps one dialogue may take
 MAX_RECONNECTS = 3
 
+#: bytes of a client's first data given to :meth:`Probe.client_hint`
+CLIENT_HINT_BYTES = 64
+
 Step = Send | Recv | StartTLS | Reconnect
 
 #: The type of a probe's dialogue generator.
@@ -320,6 +328,9 @@ class ProbeContext:
     #: messages received by ``Recv`` steps that carry a ``tag`` (first message per tag, capped),
     #: filled by the driver for the service database
     responses: dict[str, bytes] = field(default_factory=dict)
+    #: True in a ``--fast`` scan: name the service and product in as few exchanges as it takes and
+    #: skip the follow-up requests that only add details (fewer details, a fraction of the cost)
+    fast: bool = False
 
     def found(self, finding: Finding) -> Finding:
         """Remember ``finding`` as the result so far and return it (for incremental dialogues).
@@ -343,7 +354,13 @@ class Probe:
     * ``server_first``: the server speaks first; ``match`` then decides from the greeting;
     * ``rarity``: 1 (common) .. 9 (rare): outside its hinted ports the probe only runs when
       ``rarity <= intensity``;
-    * ``summary``: one line for ``fingerprint probes``.
+    * ``summary``: one line for ``fingerprint probes``;
+    * ``alpn``: ALPN protocol ids (RFC 7301) that name this probe's service inside TLS.
+
+    Optional *passive hooks* let pcap replay use the probe on conversations it did not lead (all
+    three default to "no opinion", so a probe without them works as before; replay contains an
+    exception in a hook like one in a dialogue: the attempt becomes ``probe-bug`` and replay goes
+    on): :meth:`client_hint`, :meth:`pair_key` and :meth:`identify_passive`.
     """
 
     name: ClassVar[str] = ""
@@ -354,6 +371,7 @@ class Probe:
     server_first: ClassVar[bool] = False
     rarity: ClassVar[int] = 5
     summary: ClassVar[str] = ""
+    alpn: ClassVar[tuple[str, ...]] = ()
 
     def match(self, greeting: bytes) -> bool:
         """For server-first probes: could ``greeting`` (the first bytes read) be this protocol?
@@ -361,6 +379,39 @@ class Probe:
         Cheap and conservative; the dialogue then confirms. Client-first probes return False.
         """
         return False
+
+    def client_hint(self, first_client_bytes: bytes) -> bool:
+        """Replay: do a client's first bytes on a TCP connection make it plain that the
+        conversation is this probe's protocol (an HTTP method, a RESP command array ...)?
+
+        ``first_client_bytes`` holds at most :data:`CLIENT_HINT_BYTES` bytes. Cheap and
+        unmistakable only: replay then offers the conversation to this probe first, and uses the
+        answer to tell the client side of a connection whose start was not captured.
+        """
+        return False
+
+    def pair_key(self, datagram: bytes) -> Hashable | None:
+        """Replay of UDP: a key equal for a request and its response (DNS: id and question;
+        CLDAP: the message id), or None when the datagram is not this protocol's.
+
+        Replay pairs responses with requests by the key of the first probe that gives one.
+        """
+        return None
+
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """Replay: identify a conversation this probe did not lead, from what both sides sent.
+
+        TCP: each sequence holds one element, the side's reassembled bytes (the server's up to a
+        STARTTLS upgrade); UDP: the datagrams in capture order. ``server_messages`` is empty when
+        the capture holds only the client's side: replay then marks the result "only the client
+        was seen" and keeps no product. Return a :class:`Finding` (or None: not this protocol).
+
+        Replay calls it on the probe whose dialogue identified the conversation (what it returns
+        adds the details, evidence and host facts the dialogue lacked: an NTLM CHALLENGE seen in
+        another client's authentication ...) and, when no dialogue did, on every probe (the most
+        confident finding wins). Never raise for bytes that are not the protocol: return None.
+        """
+        return None
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """The conversation, as a generator of steps returning a :class:`Finding`."""

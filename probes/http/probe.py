@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from probes._microsoft import exchange_release_name
 from probes.http.classify import parse_server_header
+from probes.http.passive import http_client_hint, identify_http_passive
 from probes.http.wire import (
     _TELL_HEADERS,
     BODY_CAP,
@@ -57,6 +58,17 @@ class HTTPProbe(Probe):
     server_first = False
     rarity = 1
     summary = "HTTP server product/version, title, auth schemes, Outlook Web Access and NTLM facts"
+    alpn = ("http/1.1", "http/1.0", "h2")
+
+    # ---------------------------------------------------------------- passive hooks (replay)
+    def client_hint(self, first_client_bytes: bytes) -> bool:
+        """A request line (see :func:`probes.http.passive.http_client_hint`)."""
+        return http_client_hint(first_client_bytes)
+
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """A status line with a ``WWW-Authenticate`` NTLM CHALLENGE; request lines when only the
+        client was captured."""
+        return identify_http_passive(server_messages, client_messages)
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """``GET /``, then the Exchange paths, then one NTLM NEGOTIATE where NTLM is offered."""
@@ -123,7 +135,8 @@ class HTTPProbe(Probe):
             ntlm_path, ntlm_scheme = "/", "NTLM" if "NTLM" in first_schemes else "Negotiate"
         requests: dict[str, Any] = details["requests"]
         try:
-            for path in EXCHANGE_PATHS:
+            # --fast: ``GET /`` named the server; the Exchange paths and NTLM only add details
+            for path in () if ctx.fast else EXCHANGE_PATHS:
                 if not usable:
                     details["stopped"] = f"connection not reusable after {len(requests)} request(s)"
                     break
@@ -136,7 +149,7 @@ class HTTPProbe(Probe):
                     ntlm_path = path
                     ntlm_scheme = "NTLM" if "NTLM" in schemes else "Negotiate"
                 ctx.found(self._conclude(finding))
-            if ntlm_path is not None and usable and "ntlm" not in details:
+            if ntlm_path is not None and usable and "ntlm" not in details and not ctx.fast:
                 token = base64.b64encode(build_negotiate()).decode("ascii")
                 resp = yield from exchange(ntlm_path, f"{ntlm_scheme} {token}")
                 self._record_ntlm(finding, ntlm_path, resp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Hashable, Sequence
 from typing import Any, ClassVar
 
 from probes.ldap.classify import (
@@ -13,6 +13,7 @@ from probes.ldap.classify import (
     replayed_messages_finding,
     split_datagram,
 )
+from probes.ldap.passive import identify_ldap_passive, ldap_client_hint, ldap_message_id
 from probes.ldap.wire import (
     _SEARCH_REPLY_OPS,
     MAX_RECV,
@@ -65,6 +66,19 @@ class LDAPProbe(Probe):
     summary: ClassVar[str] = (
         "LDAP rootDSE: AD DS / AD LDS / Samba AD / OpenLDAP / 389-DS, domain, DC and global-catalog role"
     )
+
+    # ---------------------------------------------------------------- passive hooks (replay)
+    def client_hint(self, first_client_bytes: bytes) -> bool:
+        """An LDAPMessage carrying a request (see :func:`probes.ldap.passive.ldap_client_hint`)."""
+        return ldap_client_hint(first_client_bytes)
+
+    def pair_key(self, datagram: bytes) -> Hashable | None:
+        """CLDAP: the messageID pairs a response with its request."""
+        return ldap_message_id(datagram)
+
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """LDAP server messages, with a SASL bind's NTLMSSP CHALLENGE (names, OS build)."""
+        return identify_ldap_passive(server_messages, client_messages)
 
     def _search(self, message_id: int, entries: list[LDAPMessageInfo]) -> Generator[Step, Any, LDAPMessageInfo | None]:
         """Read the replies to request ``message_id``, appending entries to ``entries``.

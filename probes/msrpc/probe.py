@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from probes._replay import keep_greeting_in_replay
+from collections.abc import Sequence
+
+from probes._replay import keep_greeting_in_replay, record_passive_ntlm
 from probes.msrpc.classify import (
     infer_product,
     infer_roles,
@@ -67,6 +69,27 @@ class MSRPCProbe(Probe):
         "DCE/RPC endpoint mapper: bind + ept_lookup, endpoints by name, roles, Samba vs Windows; "
         "NTLM bind (no credentials): host/domain names, OS version"
     )
+
+    # ---------------------------------------------------------------- passive hooks (replay)
+    def client_hint(self, first_client_bytes: bytes) -> bool:
+        """A DCE/RPC v5.0 connection-oriented ``bind`` (11) or ``alter_context`` (14) PDU."""
+        head = first_client_bytes
+        return len(head) >= 16 and head[:2] == b"\x05\x00" and head[2] in (11, 14)
+
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """A server's DCE/RPC PDU, with the NTLMSSP CHALLENGE of an authenticated bind's verifier
+        (names and Windows build, read wherever it appears)."""
+        server = next((bytes(m) for m in server_messages if m), b"")
+        try:
+            hdr = parse_pdu_header(server)
+        except NotThisProtocol:
+            return None
+        if hdr.ptype not in _SERVER_PTYPES:
+            return None
+        f = Finding(service="msrpc", confidence=5)
+        f.add(f"DCE/RPC {hdr.ptype_name}", server[:64].hex())
+        record_passive_ntlm(f, server_messages, "NTLMSSP CHALLENGE in a DCE/RPC auth verifier")
+        return f
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """Bind, then page through ``ept_lookup`` (bounded); see the module docstring."""

@@ -83,6 +83,11 @@ class TSAPProbe(Probe):
     rarity = 6
     summary = "RFC 1006 TPKT/COTP connect, then tells MMS/IEC 61850, Siemens S7comm and X.400 apart"
 
+    def client_hint(self, first_client_bytes: bytes) -> bool:
+        """Replay: TPKT version 3 (``03 00`` + length) carrying a COTP Connection Request (``E0``)."""
+        head = first_client_bytes
+        return len(head) >= 6 and head[:2] == b"\x03\x00" and head[5] == 0xE0
+
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """CR -> CC, then session CONNECT (MMS), S7 on silence or on a fresh connection; see the module doc."""
         finding = Finding(service="tsap", confidence=8)

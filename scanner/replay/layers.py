@@ -22,6 +22,7 @@ __all__ = [
     "TCPSegment",
     "UDPDatagram",
     "Undecodable",
+    "flow_key",
     "link_to_ip",
     "parse_ip",
     "parse_ipv4",
@@ -289,3 +290,94 @@ def parse_udp(data: bytes) -> UDPDatagram:
     sport, dport, length = _UDP.unpack_from(data, 0)
     end = length if 8 <= length <= len(data) else len(data)
     return UDPDatagram(sport, dport, data[8:end])
+
+
+_PORTS = struct.Struct("!HH").unpack_from
+# dst(6) src(6) ethertype(2) | version/ihl(1) tos(1) length(2) id(2) flags+offset(2) ttl(1)
+# proto(1) checksum(2) src(4) dst(4)
+_ETH_IPV4 = struct.Struct("!12xHB5xHxB2x4s4s").unpack_from
+# sport(2) dport(2) seq(4) ack(4) data offset(1) flags(1)
+_TCP_PORTS_FLAGS = struct.Struct("!HH9xB").unpack_from
+_RAW_LINKS = frozenset({LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14, LINKTYPE_IPV4, LINKTYPE_IPV6})
+
+
+def flow_key(linktype: int, data: bytes) -> tuple[int, bytes, int, bytes, int, int] | None:
+    """The replay's fast path: ``(IP protocol, src, sport, dst, dport, TCP flags)`` of a plain packet.
+
+    Decodes only what is needed to find the packet's flow: an unfragmented IPv4 or IPv6 (no
+    extension header) TCP or UDP packet, on Ethernet without VLAN tags, Linux SLL/SLL2, loopback or
+    raw IP. Anything else, and any packet shorter than those headers, gives None: the caller decodes
+    it fully (:func:`link_to_ip` and the rest), which also reports damage. The flags are 0 for UDP.
+    """
+    n = len(data)
+    if linktype == LINKTYPE_ETHERNET and n >= 54:
+        # the common case in one go: Ethernet, IPv4 without options, not a fragment
+        etype, vihl, frag, proto, src, dst = _ETH_IPV4(data)
+        if etype == ETH_IPV4 and vihl == 0x45 and not frag & 0x3FFF:
+            if proto == 6:
+                sport, dport, flags = _TCP_PORTS_FLAGS(data, 34)
+                return 6, src, sport, dst, dport, flags
+            if proto == 17:
+                sport, dport = _PORTS(data, 34)
+                return 17, src, sport, dst, dport, 0
+            return None
+    if linktype == LINKTYPE_ETHERNET:
+        off = 14
+        et = data[12:14]  # ethertype after dst(6) src(6)
+        if et == b"\x08\x00":
+            version = 4
+        elif et == b"\x86\xdd":
+            version = 6
+        else:
+            return None
+    elif linktype in _RAW_LINKS:
+        off = 0
+        version = data[0] >> 4 if n else 0
+    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        off = 4  # address family(4), then the IP version nibble decides
+        version = data[4] >> 4 if n > 4 else 0
+    elif linktype == LINKTYPE_LINUX_SLL:
+        off = 16  # ... protocol(2) at 14
+        et = data[14:16]
+        version = 4 if et == b"\x08\x00" else 6 if et == b"\x86\xdd" else 0
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        off = 20  # protocol(2) first
+        et = data[0:2]
+        version = 4 if et == b"\x08\x00" else 6 if et == b"\x86\xdd" else 0
+    else:
+        return None
+    if version == 4:
+        # version/ihl(1) tos(1) len(2) id(2) flags+fragment offset(2) ttl(1) proto(1) sum(2) src(4) dst(4)
+        if n < off + 20:
+            return None
+        vihl = data[off]
+        ihl = (vihl & 0x0F) * 4
+        # MF (0x20 of byte 6) or any fragment offset bit: a fragment, reassembled on the slow path
+        if vihl >> 4 != 4 or ihl < 20 or data[off + 6] & 0x3F or data[off + 7]:
+            return None
+        proto = data[off + 9]
+        src = data[off + 12 : off + 16]
+        dst = data[off + 16 : off + 20]
+        l4 = off + ihl
+    elif version == 6:
+        # vtcfl(4) payload length(2) next header(1) hop limit(1) src(16) dst(16)
+        if n < off + 40 or data[off] >> 4 != 6:
+            return None
+        proto = data[off + 6]
+        src = data[off + 8 : off + 24]
+        dst = data[off + 24 : off + 40]
+        l4 = off + 40
+    else:
+        return None
+    if proto == 6:
+        # sport(2) dport(2) seq(4) ack(4) offset(1) flags(1)
+        if n < l4 + 20:
+            return None
+        sport, dport = _PORTS(data, l4)
+        return 6, src, sport, dst, dport, data[l4 + 13]
+    if proto == 17:
+        if n < l4 + 8:
+            return None
+        sport, dport = _PORTS(data, l4)
+        return 17, src, sport, dst, dport, 0
+    return None

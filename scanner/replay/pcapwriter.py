@@ -1,25 +1,29 @@
-"""Write conversations as a valid pcap: synthesised IPv4/IPv6 + TCP/UDP packets (``--record``).
+"""Write conversations as a valid capture: synthesised IPv4/IPv6 + TCP/UDP packets (``--record``).
 
 Written by hand (a few struct calls) rather than with scapy: recording runs inside a live scan,
-where importing scapy would cost a second of start-up, and the packets are simple. The file is a
-classic pcap with link type RAW (101, bare IP packets), so IPv4 and IPv6 flows share one file.
+where importing scapy would cost a second of start-up, and the packets are simple. Link type RAW
+(101, bare IP packets), so IPv4 and IPv6 flows share one file. :class:`PcapWriter` writes classic
+pcap; :class:`PcapNgWriter` writes pcapng, which can also hold Decryption Secrets Blocks (TLS keys).
 
 TCP flows get a handshake, sequence and acknowledgement numbers that follow the bytes, data split
 into segments of at most :data:`MSS` bytes, and the RST the engine closes with. Checksums are
 correct, so tshark and Wireshark read the file without complaint.
 
-TLS: the engine sees the decrypted stream only, never the bytes on the wire. When a connection
-turns to TLS (implicit or STARTTLS) the recorder writes a synthesised handshake holding the real
-facts of the session: a ClientHello, then the server's ServerHello (the negotiated version, cipher
-suite and ALPN) and, up to TLS 1.2, its Certificate message with the server's real certificate (TLS
-1.3 encrypts it, so it is left out as on the wire). The application bytes after the handshake are
-*not* written: on the wire they were encrypted, and a recording must not pretend otherwise. A replay
-of a recording therefore reports, for TLS ports, the TLS facts and the service inferred from the
-port, as it would for a real capture.
+TLS: the engine sees the decrypted stream only. When the engine announces a handshake on a raw
+transport (``tls_starting``), :class:`PcapRecorder` taps that transport and records the real bytes
+on the wire from then on (the records as encrypted by OpenSSL), and it records the session secrets
+OpenSSL logs for the connection (:mod:`scanner.replay.keylog`, kept in memory only) as a Decryption
+Secrets Block placed before the first packet that needs them. Wireshark and ``fingerprint replay``
+then decrypt the recording. When no tap was possible (a caller that only calls ``tls_started``), a
+synthesised handshake holding the session's facts is written instead: a ClientHello, then the
+ServerHello (negotiated version, cipher suite, ALPN) and, up to TLS 1.2, the server's Certificate;
+the application bytes are then not written, since they were encrypted on the wire.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import os
 import struct
@@ -32,6 +36,7 @@ from scanner.api import TLSFacts
 
 __all__ = [
     "MSS",
+    "PcapNgWriter",
     "PcapRecorder",
     "PcapWriter",
     "TCPConversation",
@@ -139,6 +144,54 @@ class PcapWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PcapNgWriter(PcapWriter):
+    """A pcapng file (one section, one interface of link type RAW, microsecond timestamps)
+    written block by block; :meth:`write_secrets` adds a Decryption Secrets Block."""
+
+    def __init__(self, target: str | os.PathLike[str] | BinaryIO, linktype: int = LINKTYPE_RAW) -> None:
+        if isinstance(target, (str, os.PathLike)):
+            self.f = open(target, "wb")
+            self._own = True
+        else:
+            self.f, self._own = target, False
+        # Section Header Block: type, length, byte-order magic, version 1.0, section length
+        # unknown (-1), no options, length again
+        self.f.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
+        # Interface Description Block: type, length, link type, reserved, snap length, no options
+        # (no if_tsresol: the default resolution is microseconds), length again
+        self.f.write(struct.pack("<IIHHII", 1, 20, linktype, 0, SNAPLEN, 20))
+        self.packets = 0
+        self.secrets = 0
+
+    def write(self, packet: bytes, ts: float | None = None) -> None:
+        """Append one packet as an Enhanced Packet Block (interface 0)."""
+        ts = time.time() if ts is None else ts
+        usec = round(ts * 1e6)
+        data = packet[:SNAPLEN]
+        pad = b"\x00" * (-len(data) % 4)
+        total = 32 + len(data) + len(pad)
+        # type, length, interface id, timestamp (high, low 32 bits), captured and original
+        # lengths, packet bytes padded to 32 bits, length again
+        self.f.write(
+            struct.pack("<IIIIIII", 6, total, 0, usec >> 32, usec & 0xFFFFFFFF, len(data), len(packet))
+            + data
+            + pad
+            + struct.pack("<I", total)
+        )
+        self.packets += 1
+
+    def write_secrets(self, keylog_text: bytes) -> None:
+        """Append a Decryption Secrets Block holding NSS key log lines (TLS session secrets)."""
+        from scanner.replay.keylog import dsb_block
+
+        if keylog_text:
+            self.f.write(dsb_block(keylog_text))
+            self.secrets += 1
+
+    def __enter__(self) -> PcapNgWriter:
+        return self
 
 
 class TCPConversation:
@@ -267,19 +320,40 @@ def synthesize_server_handshake(facts: TLSFacts) -> bytes:
 
 
 class PcapRecorder:
-    """Records a live scan's conversations into a pcap (the engine's ``recorder`` interface).
+    """Records a live scan's conversations into a pcapng file (the engine's ``recorder`` interface).
 
     The engine calls ``opened``/``opened_udp`` when it connects, ``client``/``server`` with the
-    bytes it writes and reads, ``tls_started`` after a handshake and ``closed`` when it aborts.
+    bytes it writes and reads, ``tls_starting`` with the raw transport just before a TLS handshake
+    (the recorder then taps the wire, see the module doc), ``tls_started`` after it and ``closed``
+    when it aborts. :attr:`tls_context` is the client context the engine must use for the
+    handshakes so that their secrets are logged (``keep_keys=False``: no key log, no context).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.writer = PcapWriter(path)
+    def __init__(self, path: str | os.PathLike[str], keep_keys: bool = True) -> None:
+        from scanner.replay.keylog import KeyLogCapture
+
+        self.writer: PcapWriter = PcapNgWriter(path)
         self._lock = threading.Lock()
         self._tcp: weakref.WeakKeyDictionary[Any, TCPConversation] = weakref.WeakKeyDictionary()
         self._udp: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int], tuple[str, int]]] = weakref.WeakKeyDictionary()
         self._tls: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: tapped connections: outgoing wire bytes held back while incoming bytes are processed
+        self._wire: weakref.WeakKeyDictionary[Any, _WireState] = weakref.WeakKeyDictionary()
         self._isn = 1000
+        self._keys: KeyLogCapture | None = KeyLogCapture() if keep_keys else None
+        self._ctx: Any = None
+
+    @property
+    def tls_context(self) -> Any:
+        """The engine's client TLS context with OpenSSL's key log pointed at our in-memory log
+        (None when keys are not kept: the engine then uses its own)."""
+        if self._keys is None:
+            return None
+        if self._ctx is None:
+            from scanner.engine import _tls_context
+
+            self._ctx = _tls_context(keylog_filename=self._keys.path)
+        return self._ctx
 
     @staticmethod
     def _local(extra: Any, address: str) -> tuple[str, int]:
@@ -323,8 +397,83 @@ class PcapRecorder:
         """The scanner read ``data``."""
         self._data(conn, False, data)
 
+    # ------------------------------------------------------------------ TLS on the wire
+    def tls_starting(self, conn: Any, transport: Any) -> None:
+        """``conn`` is about to start TLS over the raw ``transport``: record its wire bytes.
+
+        asyncio gives no hook on the bytes under its TLS layer, so the raw transport's ``write``
+        (what the TLS layer sends) and ``set_protocol`` (through which ``loop.start_tls``
+        installs its TLS protocol, which the transport then feeds) are wrapped on this one
+        transport object. Plaintext calls for ``conn`` are ignored from here on.
+        """
+        if self._keys is None or not hasattr(transport, "set_protocol") or not hasattr(transport, "write"):
+            return
+        with self._lock:
+            if conn not in self._tcp or conn in self._tls:
+                return
+        orig_write = transport.write
+        orig_set_protocol = transport.set_protocol
+
+        def write(data: bytes | bytearray | memoryview) -> None:
+            self._wire_out(conn, bytes(data))
+            orig_write(data)
+
+        def set_protocol(protocol: Any) -> None:
+            buffered = isinstance(protocol, asyncio.BufferedProtocol)  # asyncio's SSLProtocol is
+            orig_set_protocol((_TapBufferedProtocol if buffered else _TapProtocol)(protocol, self, conn))
+
+        try:
+            transport.write = write
+            transport.set_protocol = set_protocol
+        except AttributeError:  # a transport of C type (uvloop): the synthesised handshake, then
+            with contextlib.suppress(AttributeError):
+                del transport.write
+            return
+        with self._lock:
+            self._tls.add(conn)
+            self._wire[conn] = _WireState()
+
+    def _secrets(self) -> None:
+        """Write the key log lines logged since the last packet (called with the lock held)."""
+        if self._keys is not None and isinstance(self.writer, PcapNgWriter):
+            text = self._keys.drain()
+            if text:
+                self.writer.write_secrets(text)
+
+    def _wire_out(self, conn: Any, data: bytes) -> None:
+        with self._lock:
+            st = self._wire.get(conn)
+            tcp = self._tcp.get(conn)
+            if st is None or tcp is None:
+                return
+            if st.inside:
+                st.held.append(data)  # sent while the server's bytes are processed: after them
+                return
+            self._secrets()
+            tcp.send(True, data)
+
+    def _wire_in(self, conn: Any, data: bytes, processed: bool) -> None:
+        """Server bytes: ``processed`` False just before OpenSSL reads them, True just after."""
+        with self._lock:
+            st = self._wire.get(conn)
+            tcp = self._tcp.get(conn)
+            if st is None or tcp is None:
+                return
+            if not processed:
+                st.inside = True
+                return
+            st.inside = False
+            # the secrets OpenSSL derived from these bytes go before them, so that a reader
+            # that decrypts as it reads (Wireshark in one pass) has them in time
+            self._secrets()
+            tcp.send(False, data)
+            held, st.held = st.held, []
+            for out in held:
+                tcp.send(True, out)
+
     def tls_started(self, conn: Any) -> None:
-        """The connection is now TLS: write the synthesised handshake, then stop writing payload."""
+        """The connection is now TLS: unless its wire is tapped, write the synthesised handshake;
+        then stop writing plaintext payload."""
         facts = getattr(conn, "facts", None)
         with self._lock:
             tcp = self._tcp.get(conn)
@@ -338,11 +487,77 @@ class PcapRecorder:
     def closed(self, conn: Any) -> None:
         """The engine closed (reset) the connection."""
         with self._lock:
+            self._secrets()
             tcp = self._tcp.pop(conn, None)
             if tcp is not None:
                 tcp.close(reset=True)
 
     def close(self) -> None:
-        """Close the file (connections still open are left as they are)."""
+        """Close the file (connections still open are left as they are); forget the secrets."""
         with self._lock:
+            self._secrets()
             self.writer.close()
+            if self._ctx is not None:
+                with contextlib.suppress(Exception):
+                    self._ctx.keylog_filename = None  # OpenSSL closes its handle on the log
+            if self._keys is not None:
+                self._keys.close()
+
+
+class _WireState:
+    """Per tapped connection: whether server bytes are being processed, and what was sent meanwhile."""
+
+    __slots__ = ("held", "inside")
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.held: list[bytes] = []
+
+
+class _TapProtocol(asyncio.Protocol):
+    """Sits between a raw transport and asyncio's TLS protocol and shows the recorder every
+    byte the transport delivers (before and after the TLS protocol processes it)."""
+
+    def __init__(self, inner: Any, recorder: PcapRecorder, conn: Any) -> None:
+        self.inner = inner
+        self.recorder = recorder
+        self.conn = conn
+        self._buf: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.recorder._wire_in(self.conn, bytes(data), False)
+        try:
+            self.inner.data_received(data)
+        finally:
+            self.recorder._wire_in(self.conn, bytes(data), True)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _TapBufferedProtocol(_TapProtocol, asyncio.BufferedProtocol):
+    """:class:`_TapProtocol` for a buffered inner protocol (the transport fills its buffer)."""
+
+    def get_buffer(self, sizehint: int) -> Any:
+        self._buf = self.inner.get_buffer(sizehint)
+        return self._buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(memoryview(self._buf)[:nbytes]) if self._buf is not None else b""
+        self.recorder._wire_in(self.conn, data, False)
+        try:
+            self.inner.buffer_updated(nbytes)
+        finally:
+            self.recorder._wire_in(self.conn, data, True)

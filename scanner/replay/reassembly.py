@@ -34,7 +34,7 @@ class FlowLimits:
     """The memory bounds of a replay (defaults keep a 1 GB capture well under 300 MB)."""
 
     #: bytes kept per TCP flow direction, counted from the start of the stream
-    per_direction: int = 128 * 1024
+    per_direction: int = 16 * 1024
     #: segments kept per direction (bounds the cost of many tiny or overlapping segments)
     segments_per_direction: int = 2048
     #: live flows; the least recently used is flushed past this
@@ -47,6 +47,10 @@ class FlowLimits:
     max_fragment_datagrams: int = 512
     #: seconds (capture time) after which an incomplete fragmented datagram is dropped
     fragment_timeout: float = 60.0
+    #: seconds (capture time) without a packet after which a flow is flushed (Zeek's TCP
+    #: inactivity timeout): a conversation whose close was not captured is identified then, not
+    #: at the end of the file
+    idle_timeout: float = 300.0
 
 
 _MOD = 1 << 32
@@ -185,6 +189,8 @@ class TCPFlow:
     #: payload is not kept (the endpoint is already identified): count packets only
     count_only: bool = False
     stored: int = 0
+    #: one side reached its byte budget (told to ``on_full`` once)
+    full: bool = False
 
     @property
     def closed(self) -> bool:
@@ -205,6 +211,8 @@ class UDPFlow:
     dropped: int = 0
     count_only: bool = False
     stored: int = 0
+    #: a datagram came back from the side that did not speak first (told to ``on_answer`` once)
+    answered: bool = False
 
 
 #: four-tuples remembered after a flow was flushed at its close
@@ -218,7 +226,12 @@ class FlowTable:
     """Live TCP and UDP flows, bounded; flushed flows go to ``on_flush``.
 
     ``count_only(addr, port, proto)`` is asked when a flow is created: when it says the endpoint is
-    already identified, the flow only counts packets (no payload kept).
+    already identified, the flow only counts packets (no payload kept). ``on_answer(flow)`` is told
+    once per UDP flow when the first datagram comes back from the other side: UDP flows have no
+    close, and a replay that waited for the end of the file to identify them could not stop
+    looking at an endpoint early. ``on_full(flow)`` is told once per TCP flow when one side
+    reaches its byte budget (:attr:`FlowLimits.per_direction`), for the same reason: a long
+    download may not end before the capture does.
     """
 
     def __init__(
@@ -226,14 +239,20 @@ class FlowTable:
         on_flush: Callable[[Flow], None],
         limits: FlowLimits | None = None,
         count_only: Callable[[tuple[bytes, int], tuple[bytes, int], int], bool] | None = None,
+        on_answer: Callable[[UDPFlow], None] | None = None,
+        on_full: Callable[[TCPFlow], None] | None = None,
     ) -> None:
         self.limits = limits or FlowLimits()
         self.on_flush = on_flush
         self.count_only = count_only
+        self.on_answer = on_answer
+        self.on_full = on_full
         self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
         self.total_bytes = 0
         #: flows flushed early because of the limits (not at their end or at the end of the file)
         self.evicted = 0
+        #: flows flushed after :attr:`FlowLimits.idle_timeout` without a packet
+        self.expired = 0
         #: TCP flows flushed because they closed (FIN both ways, or RST)
         self.closed_flushed = 0
         #: four-tuples of TCP flows flushed at their close, so the last ACKs (and retransmitted
@@ -244,6 +263,19 @@ class FlowTable:
         flow = self.flows.pop(key)
         self.total_bytes -= flow.stored
         self.on_flush(flow)
+
+    def _expire(self, ts: float) -> None:
+        """Flush the flows idle since before ``ts - idle_timeout`` (the least recently used come
+        first, so this looks at one flow when none is idle)."""
+        limit = ts - self.limits.idle_timeout
+        flows = self.flows
+        while flows:
+            key = next(iter(flows))
+            last = flows[key].last_ts
+            if last is None or last >= limit:
+                return
+            self.expired += 1
+            self._flush(key)
 
     def _enforce(self) -> None:
         lim = self.limits
@@ -296,6 +328,10 @@ class FlowTable:
             grown = half.add(seg.seq, seg.payload, self.limits)
             flow.stored += grown
             self.total_bytes += grown
+            if half.truncated and not flow.full:
+                flow.full = True
+                if self.on_full is not None:
+                    self.on_full(flow)
         if flags & FIN:
             half.fin = True
         if flow.closed:
@@ -306,6 +342,8 @@ class FlowTable:
             if len(self.recently_closed) > MAX_RECENTLY_CLOSED:
                 self.recently_closed.popitem(last=False)
             return
+        if ts is not None:
+            self._expire(ts)
         self._enforce()
 
     def add_udp(self, ts: float | None, src: bytes, sport: int, dst: bytes, dport: int, payload: bytes) -> None:
@@ -337,8 +375,13 @@ class FlowTable:
             flow.datagrams.append((side, kept))
             flow.stored += len(kept)
             self.total_bytes += len(kept)
+            if not flow.answered and side != flow.datagrams[0][0] and self.on_answer is not None:
+                flow.answered = True
+                self.on_answer(flow)
         else:
             flow.dropped += 1
+        if ts is not None:
+            self._expire(ts)
         self._enforce()
 
     def flush_all(self) -> None:

@@ -5,6 +5,11 @@ Default ports: 6379 (plain). Client speaks first.
 Sends: ``PING`` as a RESP array (``*1\\r\\n$4\\r\\nPING\\r\\n``); when the server answers
 ``+PONG``, ``INFO server`` (same encoding). Never authenticates, never reads or writes a key.
 
+Replay (passive hooks): ``client_hint`` claims a connection whose client opens with a RESP command
+array (``*N``, ``$len``, a Redis command name); ``identify_passive`` names Redis from another
+client's conversation (RESP commands one way, RESP replies the other; the version when an ``INFO``
+reply is in it), or from the client's commands alone when only its side was captured.
+
 Collects: whether the server wants a password (``-NOAUTH``) or refuses the client
 (``-DENIED``: protected mode); from ``INFO server``: the product (Redis, or the fork named by
 ``server_name``: Valkey, KeyDB...), ``redis_version``, ``redis_mode`` (standalone, cluster,
@@ -17,6 +22,7 @@ plugin: the bounds are the plugin's own (nesting depth, element count, bulk size
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scanner.api import Dialogue, Finding, NotThisProtocol, Probe, ProbeContext, Recv, RecvClosed, Send
@@ -27,6 +33,7 @@ __all__ = [
     "RedisProbe",
     "RespError",
     "build_command",
+    "client_commands",
     "frame_resp",
     "identify",
     "parse_info",
@@ -208,6 +215,53 @@ def identify(info: RedisInfo) -> Finding:
     return f
 
 
+#: command names a Redis client opens with or commonly sends (redis.io/commands; the ones a
+#: conversation starts with: HELLO, AUTH, PING, INFO, CLIENT, SELECT, then data commands)
+_COMMANDS = frozenset(
+    {
+        "HELLO", "AUTH", "PING", "INFO", "CLIENT", "SELECT", "COMMAND", "CONFIG", "QUIT", "ECHO",
+        "GET", "SET", "DEL", "EXISTS", "EXPIRE", "TTL", "INCR", "DECR", "MGET", "MSET", "KEYS", "SCAN",
+        "TYPE", "HGET", "HSET", "HGETALL", "LPUSH", "RPUSH", "LPOP", "RPOP", "LRANGE", "SADD", "SMEMBERS",
+        "ZADD", "ZRANGE", "PUBLISH", "SUBSCRIBE", "PSUBSCRIBE", "MULTI", "EXEC", "WATCH", "EVAL",
+        "EVALSHA", "DBSIZE", "FLUSHDB", "SETEX", "SETNX", "APPEND", "STRLEN", "XADD", "XREAD",
+    }
+)
+#: the head of a RESP command array: ``*<count>\r\n$<length>\r\n<name>``
+_COMMAND_HEAD = re.compile(rb"\*([1-9][0-9]{0,3})\r\n\$([1-9][0-9]?)\r\n([A-Za-z]{1,20})")
+#: RESP values read from one side of a captured conversation at most
+MAX_PASSIVE_VALUES = 64
+
+
+def _resp_values(data: bytes) -> list[object]:
+    """The RESP values a captured stream starts with (at most :data:`MAX_PASSIVE_VALUES`); [] when
+    its first bytes are not RESP. A value cut by the capture's end stops the list."""
+    values: list[object] = []
+    pos = 0
+    for _ in range(MAX_PASSIVE_VALUES):
+        if pos >= len(data):
+            break
+        try:
+            end = _frame_value(data, pos, 0)
+            if end is None:
+                break
+            values.append(parse_resp(data[pos:end]))
+        except NotThisProtocol:
+            return values if values else []
+        pos = end
+    return values
+
+
+def client_commands(data: bytes) -> list[str]:
+    """The command names (upper-cased) of a client's RESP command arrays, in order; [] as soon as
+    a value is not an array of bulk strings (not a Redis client)."""
+    names: list[str] = []
+    for value in _resp_values(data):
+        if not isinstance(value, list) or not value or not all(isinstance(v, bytes) for v in value):
+            return []
+        names.append(bytes(value[0]).decode("latin-1").upper()[:32])
+    return names
+
+
 #: error codes only Redis (and its forks) answer PING with
 _REDIS_ERRORS = frozenset({"NOAUTH", "DENIED", "LOADING", "BUSY", "MASTERDOWN"})
 
@@ -223,6 +277,45 @@ class RedisProbe(Probe):
     server_first = False
     rarity = 8
     summary = "Redis PING + INFO server: redis_version, mode, OS; NOAUTH / protected mode"
+
+    # ------------------------------------------------------------ passive hooks (pcap replay)
+    def client_hint(self, first_client_bytes: bytes) -> bool:
+        """A RESP command array: ``*N``, ``$len``, then a Redis command name of that length."""
+        m = _COMMAND_HEAD.match(first_client_bytes)
+        if m is None or int(m.group(2)) != len(m.group(3)):
+            return False
+        return m.group(3).upper().decode("ascii") in _COMMANDS
+
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """Redis from another client's conversation: its RESP commands, the server's RESP replies
+        (every reply must frame and parse; an ``INFO`` reply names the version). With no server
+        bytes, the commands alone (portproof then marks the result "only the client was seen")."""
+        commands = client_commands(client_messages[0] if client_messages else b"")
+        if not commands or commands[0] not in _COMMANDS:
+            return None
+        server = next((bytes(m) for m in server_messages if m), b"")
+        if not server:
+            f = Finding(service="redis", confidence=3)
+            f.details["client_commands"] = commands[:16]
+            f.add("client RESP commands", " ".join(commands[:8]))
+            return f
+        replies = _resp_values(server)
+        if not replies:
+            return None
+        # RESP commands answered by RESP replies: Redis's protocol (rule: this hook)
+        f = Finding(service="redis", product="Redis", confidence=6, rule="redis:passive-resp-conversation")
+        for reply in replies:
+            if isinstance(reply, bytes) and b"redis_version:" in reply:
+                try:
+                    f = identify(parse_info(reply))
+                except NotThisProtocol:
+                    continue
+                break
+            if isinstance(reply, RespError) and reply.code in _REDIS_ERRORS:
+                f.details["auth_required"] = reply.code == "NOAUTH"
+        f.details["client_commands"] = commands[:16]
+        f.add("passive", f"{len(commands)} RESP command(s) ({' '.join(commands[:8])}), {len(replies)} RESP reply(ies)")
+        return f
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
         """PING; on +PONG, INFO server."""
