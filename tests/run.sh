@@ -34,9 +34,10 @@ else
   fi
 fi
 
-log "pip install -e .[test]"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "Running pip as the 'root' user" || true
-"$PY" -c "import scanner, scanner.replay, probes, scapy, dns, ldap3, pytest" || { echo "python packages missing" >&2; exit 1; }
+log "pip install -e .[test,cluster]"
+# cluster: Dask, for the --scheduler tests (tests/integration/test_dask.py starts a local cluster)
+"$PY" -m pip install -q --disable-pip-version-check -e ".[test,cluster]" 2>&1 | grep -v "Running pip as the 'root' user" || true
+"$PY" -c "import scanner, scanner.replay, probes, scapy, dns, ldap3, pytest, distributed" || { echo "python packages missing" >&2; exit 1; }
 
 log "lab install (Debian packages of the real servers, lab venv)"
 bash tests/lab/up.sh --install-only

@@ -263,6 +263,29 @@ def build_targets() -> list[Target]:
               Target("msrpc.parsers", rpc_all, seeds=rpc_seeds)]
         t += _probe_targets("probes.msrpc", "MSRPCProbe", 135, rpc_seeds)
 
+    smb = _mod("probes.smb")
+    if smb:
+        smb_seeds = [_read("smb-samba-4.17-dc-445.bin"), _read("smb-samba-4.17-dc-139.bin"),
+                     _read("smb-samba-4.17-smb1-only.bin"), _read("smb-samba-4.17-smb1-plain.bin")]
+        smb_seeds += _public("msrpc-epm-win2016", b"SMB")[:10]
+
+        def smb_all(data: bytes) -> Any:
+            n = smb.frame_netbios(data)
+            out: list[Any] = [smb.parse_netbios(data[:n]) if n else None]
+            payload = data[4:n] if n else data[4:]  # parsed as an SMB message even when unframed
+            out.append(smb.spnego_mechs(payload))
+            for fn in (smb.parse_smb2_header, smb.parse_smb2_negotiate, smb.parse_smb2_session_setup,
+                       smb.parse_smb1_negotiate, smb.parse_smb1_session_setup):
+                try:
+                    out.append(fn(payload))
+                except NotThisProtocol:
+                    pass
+            return out
+
+        t += [Target("smb.frame_netbios", smb.frame_netbios, seeds=smb_seeds),
+              Target("smb.parsers", smb_all, seeds=smb_seeds)]
+        t += _probe_targets("probes.smb", "SMBProbe", 445, smb_seeds)
+
     http = _mod("probes.http")
     if http:
         http_seeds = HTTP_SEEDS + _public("http", b"HTTP/")[:10]
@@ -314,6 +337,39 @@ def build_targets() -> list[Target]:
                      seeds=seeds)]
         t += _probe_targets("probes.resvc", "ResvcProbe", 691, seeds)
 
+    krb = _mod("probes.kerberos")
+    if krb:
+        # lab (Samba 4.17 AD DC) KDC and kpasswd streams (4-byte TCP prefixes) + the Windows DC's TGS-REP
+        kdc_seeds = [_read("kerberos-samba-4.17-dc.bin"), *_public("multi-win10", b"\x6d\x82")[:4]]
+        kpw_seeds = [_read("kpasswd-samba-4.17-dc.bin")]
+
+        def krb_all(data: bytes) -> Any:
+            out: list[Any] = []
+            for framer in (krb.frame_kdc_tcp, krb.frame_kpasswd_tcp):
+                try:
+                    n = framer(data)
+                except NotThisProtocol:
+                    n = None
+                msg = data[4:n] if n else data[4:]
+                for fn in (krb.parse_kdc_message, krb.parse_kpasswd_reply):
+                    for candidate in (msg, data):  # framed, and the whole input as a datagram
+                        try:
+                            out.append(fn(candidate))
+                        except NotThisProtocol:
+                            pass
+            return out
+
+        t += [Target("kerberos.frame_kdc_tcp", krb.frame_kdc_tcp, seeds=kdc_seeds),
+              Target("kerberos.frame_kpasswd_tcp", krb.frame_kpasswd_tcp, seeds=kpw_seeds),
+              Target("kerberos.parsers", krb_all, seeds=kdc_seeds + kpw_seeds),
+              Target("kerberos.passive", lambda d: (krb.KerberosProbe().identify_passive([d], []),
+                                                    krb.KpasswdProbe().identify_passive([d], [])), (),
+                     kdc_seeds + kpw_seeds)]
+        t += _probe_targets("probes.kerberos", "KerberosProbe", 88, kdc_seeds)
+        t += _probe_targets("probes.kerberos", "KpasswdProbe", 464, kpw_seeds)
+        t += _probe_targets("probes.kerberos", "KerberosProbe", 88, [s[4:] for s in kdc_seeds], udp=True)
+        t[-1].name = "kerberos.dialogue-udp"
+
     tlsp = _mod("scanner.replay.tlsparse")
     if tlsp:
         flight = tls_server_flight()
@@ -349,6 +405,20 @@ def build_targets() -> list[Target]:
                       if p.stat().st_size < 5000][:6]
         pcap_seeds.append(_tiny_pcap(frame if layers else b"\x00" * 60))
         t += [Target("pcap.CaptureReader", _read_capture, (), pcap_seeds)]
+    registry = _mod("scanner.registry")
+    if registry:
+        probes = registry.load_probes()
+
+        def passive_hooks(data: bytes) -> Any:
+            """Every registered probe's passive hooks (pcap replay): none may raise on any bytes."""
+            out = []
+            for probe in probes:
+                out += [probe.client_hint(data[:64]), probe.pair_key(data)]
+                out += [probe.identify_passive([data], [data]), probe.identify_passive([], [data])]
+            return out
+
+        hook_seeds = [s for seeds in public_payloads().values() for s in seeds[:2]][:40]
+        t += [Target("probes.passive_hooks", passive_hooks, (), hook_seeds)]
     return t
 
 
