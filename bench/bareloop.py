@@ -7,7 +7,9 @@ For every target x port, with N connections at once (the same worker-pool shape 
 TCP: connect, send a fixed request where the client speaks first (``HEAD / HTTP/1.0`` on 80, 443
 and 8080), read the first bytes (up to 4096, 3 s), abort (RST, as the engine does); UDP 53: send one
 fixed DNS query (``version.bind CH TXT``) on a connected socket and wait for one datagram (1 s).
-Prints one JSON object: counts, wall time and rate. Used by bench/scale.py; also usable alone.
+Prints one JSON object: counts (in all and per ``proto/port`` in ``by_port``), wall time and rate.
+Used by bench/scale.py (which stops when a port fails here: the servers, not the scanner, would be
+measured); also usable alone.
 """
 
 from __future__ import annotations
@@ -104,17 +106,19 @@ async def one_udp(addr: str, port: int, timeout: float) -> str:
         transport.close()
 
 
-async def run(targets: list[str], ports: list[tuple[int, str]], concurrency: int, timeout: float) -> Counter[str]:
-    """Every target x port with ``concurrency`` workers; outcome counts."""
+async def run(
+    targets: list[str], ports: list[tuple[int, str]], concurrency: int, timeout: float
+) -> dict[str, Counter[str]]:
+    """Every target x port with ``concurrency`` workers; outcome counts per ``proto/port``."""
     items: Iterator[tuple[str, int, str]] = ((t, p, proto) for p, proto in ports for t in targets)
-    counts: Counter[str] = Counter()
+    counts: dict[str, Counter[str]] = {f"{proto}/{p}": Counter() for p, proto in ports}
 
     async def worker() -> None:
         for addr, port, proto in items:
             if proto == "udp":
-                counts[await one_udp(addr, port, timeout / 3)] += 1
+                counts[f"udp/{port}"][await one_udp(addr, port, timeout / 3)] += 1
             else:
-                counts[await one_tcp(addr, port, timeout)] += 1
+                counts[f"tcp/{port}"][await one_tcp(addr, port, timeout)] += 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return counts
@@ -142,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         loop_factory = uvloop.new_event_loop
     t0 = time.perf_counter()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        counts = runner.run(run(targets, ports, max(1, args.concurrency), args.timeout))
+        by_port = runner.run(run(targets, ports, max(1, args.concurrency), args.timeout))
     wall = time.perf_counter() - t0
+    counts: Counter[str] = Counter()
+    for c in by_port.values():
+        counts.update(c)
     total = sum(counts.values())
     json.dump({"loop": "uvloop" if args.uvloop else "asyncio", "targets": len(targets), "services": total,
-               "ok": counts["ok"], "outcomes": dict(counts), "wall": wall,
+               "ok": counts["ok"], "outcomes": dict(counts),
+               "by_port": {k: dict(v) for k, v in by_port.items()}, "wall": wall,
                "rate_ok": counts["ok"] / wall if wall else 0.0,
                "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}, sys.stdout)
     sys.stdout.write("\n")

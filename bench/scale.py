@@ -8,9 +8,10 @@ and deletes at the end, even on failure or Ctrl-C. Inside it, ``lo`` is brought 
 127.0.0.0/8 is local to the namespace and invisible from outside; real servers bind the wildcard
 address there:
 
-* Postfix (smtp 25), Dovecot (imap 143, pop3 110), nginx (http 80), dnsmasq (dns 53/udp; local
-  data only, no upstream, so nothing is ever forwarded). These scale servers serve no TLS: the
-  benchmark measures the scanner's connections and dialogues, not RSA handshakes.
+* Postfix (smtp 25), Dovecot (imap 143, pop3 110), nginx (http 80), Unbound (dns 53/udp; local
+  data only: every name outside its one local zone is refused, nothing is ever recursed). These
+  scale servers serve no TLS: the benchmark measures the scanner's connections and dialogues, not
+  RSA handshakes.
 
 The targets are 127.1.0.1, 127.1.0.2, ... (first N of them for a run of N). In the same invocation:
 
@@ -18,6 +19,11 @@ The targets are 127.1.0.1, 127.1.0.2, ... (first N of them for a run of N). In t
 * ``bench/bareloop.py`` (connect, read the first bytes, nothing else) with asyncio's loop and with
   uvloop over the same targets, ports and concurrency: the ceiling for Python here;
 * ``nmap -n -Pn -sS -sU -sV`` over the first ``--nmap-size`` targets, and fingerprint over the same.
+
+The servers are sized for the load (listen backlogs, process and client limits: SERVER_HEADROOM x
+``--concurrency``; somaxconn inside the namespace). The bare loop is the reference: when it loses
+more than ``--reference-tolerance`` of a port's services, the servers did not hold the load and the
+benchmark stops there (exit status 2, the servers' logs copied to ``OUT/server-logs``).
 
 Prints services per second, the ratio to the bare loop and to nmap, peak RSS and peak open file
 descriptors of each run, failures, and ``ulimit -n``. With ``--per-port N`` it also scans N targets
@@ -53,17 +59,40 @@ FIRST = ipaddress.IPv4Address("127.1.0.1")
 
 
 # ------------------------------------------------------------------ servers
+# The servers must hold the load, or the benchmark measures their limits instead of the scanner
+# (the 2026-12-07 run: one port lost as a whole at 16,384 targets, in the bare loop as well). Every
+# contender keeps up to ``--concurrency`` connections open on one port at a time (the ports are
+# scanned one after the other), and a connection aborted with RST frees its server slot a moment
+# later, so each server gets room for SERVER_HEADROOM x the concurrency:
+#
+# * listen backlog: net.core.somaxconn and tcp_max_syn_backlog inside the namespace (both per
+#   network namespace), nginx ``listen ... backlog=``; Postfix's master listens with a backlog of
+#   the service's process limit, Dovecot's with process_limit x client_limit (capped by somaxconn);
+# * processes: Postfix forks one smtpd per connection (default_process_limit), Dovecot's login
+#   services run "high-performance" (service_count = 0: each process serves client_limit
+#   connections), nginx serves worker_connections per worker;
+# * DNS: Unbound with a 4 MiB socket receive buffer (so-rcvbuf). dnsmasq, used before, keeps the
+#   kernel's default buffer (208 KiB, about 200 queries; net.core.rmem_default is read-only inside a
+#   namespace) and lost 2% of the bare uvloop loop's queries at --concurrency 512 (UdpRcvbufErrors).
+SERVER_HEADROOM = 2
+#: the listen backlog asked of the namespace's kernel (somaxconn caps every listen() in it)
+NS_SOMAXCONN = 65535
+#: a port of the reference (bare loop) run may lose at most this share of its services (a loaded
+#: server's odd slow reply) before the benchmark stops: above it, the servers are what is measured
+REFERENCE_TOLERANCE = 0.005
+
 NGINX_CONF = """\
 worker_processes 2;
+worker_rlimit_nofile {files};
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections {clients}; multi_accept on; }}
 http {{
   access_log off;
   client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy; fastcgi_temp_path {d}/tmp/fcgi;
   uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;
   server {{
-    listen 80 backlog=4096;
+    listen 80 backlog={backlog};
     server_name scale.test;
     location / {{
       default_type text/html;
@@ -71,6 +100,37 @@ http {{
     }}
   }}
 }}
+"""
+
+UNBOUND_CONF = """\
+server:
+  # the wildcard address, answering from the address each query was sent to (IP_PKTINFO)
+  interface-automatic: yes
+  port: 53
+  do-ip6: no
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "{d}/unbound"
+  pidfile: ""
+  use-syslog: no
+  logfile: "{d}/unbound.log"
+  access-control: 127.0.0.0/8 allow
+  # --concurrency queries may arrive at once: a buffer for all of them (capped by rmem_max)
+  so-rcvbuf: 4m
+  so-sndbuf: 4m
+  num-threads: 1
+  hide-identity: no
+  # hostname.bind / id.server: this name, not the machine's
+  identity: "ns.scale.test"
+  # local data only: no recursion, no forwarding, every other name refused
+  local-zone: "." refuse
+  local-zone: "scale.test." static
+  local-data: "scale.test. 300 IN SOA ns.scale.test. hostmaster.scale.test. 1 3600 600 86400 300"
+  local-data: "www.scale.test. 300 IN A 127.0.0.1"
+  local-data: "scale.test. 300 IN TXT \\"portproof scale\\""
+remote-control:
+  control-enable: no
 """
 
 POSTFIX_MAIN = """\
@@ -104,9 +164,14 @@ alias_maps =
 alias_database =
 local_recipient_maps =
 biff = no
-default_process_limit = 300
+# one smtpd per connection: as many as the benchmark keeps open (also the smtp listen backlog);
+# each serves many connections before it is replaced (no fork per connection once warm)
+default_process_limit = {procs}
+max_use = 10000
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+smtpd_client_new_tls_session_rate_limit = 0
 """
 
 POSTFIX_MASTER = """\
@@ -142,7 +207,8 @@ disable_plaintext_auth = no
 auth_mechanisms = plain
 mail_location = maildir:{d}/dovecot/mail/%u
 first_valid_uid = 0
-default_client_limit = 4096
+default_client_limit = {clients}
+default_process_limit = {procs}
 passdb {{
   driver = static
   args = password=scale
@@ -158,7 +224,8 @@ service imap-login {{
   }}
   service_count = 0
   process_min_avail = 2
-  client_limit = 4096
+  process_limit = 8
+  client_limit = {clients}
 }}
 service pop3-login {{
   inet_listener pop3 {{
@@ -166,10 +233,11 @@ service pop3-login {{
   }}
   service_count = 0
   process_min_avail = 2
-  client_limit = 4096
+  process_limit = 8
+  client_limit = {clients}
 }}
 service anvil {{
-  client_limit = 20000
+  client_limit = {anvil}
 }}
 """
 
@@ -191,6 +259,11 @@ class Namespace:
         subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=30)
         self.created = True
         subprocess.run(self.cmd("ip", "link", "set", "lo", "up"), check=True, timeout=30)
+        # per-namespace settings (the host's own are untouched): the listen backlog the servers
+        # may ask for, half-open connections, and source ports for 4 x --concurrency sockets
+        for key, value in (("net.core.somaxconn", str(NS_SOMAXCONN)), ("net.ipv4.tcp_max_syn_backlog", "65536"),
+                           ("net.ipv4.ip_local_port_range", "1024 65000")):
+            subprocess.run(self.cmd("sysctl", "-q", "-w", f"{key}={value}"), check=True, timeout=30)
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = open(self.work / f"{name}.out", "wb")
@@ -237,16 +310,21 @@ class Namespace:
         return [p.pid for p in self.procs if p.poll() is None]
 
 
-def write_configs(ns: Namespace) -> None:
+def write_configs(ns: Namespace, concurrency: int) -> None:
+    """The servers' configurations, sized for ``concurrency`` connections at once (see SERVER_HEADROOM)."""
     d = ns.work
-    for sub in ("tmp", "postfix/etc", "postfix/queue", "postfix/data", "dovecot/base", "dovecot/state",
+    room = max(1024, SERVER_HEADROOM * concurrency)
+    limits = {"procs": room, "clients": room, "backlog": min(NS_SOMAXCONN, 4 * room), "files": 4 * room + 1024,
+              "anvil": max(20000, 4 * room)}
+    for sub in ("tmp", "unbound", "postfix/etc", "postfix/queue", "postfix/data", "dovecot/base", "dovecot/state",
                 "dovecot/mail"):
         (d / sub).mkdir(parents=True, exist_ok=True)
-    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d))
-    (d / "postfix/etc/main.cf").write_text(POSTFIX_MAIN.format(d=d))
+    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, **limits))
+    (d / "postfix/etc/main.cf").write_text(POSTFIX_MAIN.format(d=d, **limits))
     (d / "postfix/etc/master.cf").write_text(POSTFIX_MASTER)
     shutil.chown(d / "postfix/data", "postfix")
-    (d / "dovecot.conf").write_text(DOVECOT_CONF.format(d=d))
+    (d / "dovecot.conf").write_text(DOVECOT_CONF.format(d=d, **limits))
+    (d / "unbound.conf").write_text(UNBOUND_CONF.format(d=d))
     shutil.chown(d / "dovecot/mail", "dovenull", "dovenull")
     os.chmod(d, 0o755)
 
@@ -261,10 +339,7 @@ def start_servers(ns: Namespace, ports: list[int]) -> None:
     if 110 in ports or 143 in ports:
         ns.start("dovecot", "dovecot", "-F", "-c", str(d / "dovecot.conf"))
     if 53 in ports:
-        ns.start("dnsmasq", "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                 "--no-poll", "--user=nobody", "--group=nogroup", "--pid-file=", "--cache-size=0", "--port=53",
-                 "--dns-forward-max=4096", "--local=/scale.test/", "--domain=scale.test",
-                 "--address=/www.scale.test/127.0.0.1", "--txt-record=scale.test,portproof scale")
+        ns.start("unbound", "unbound", "-d", "-c", str(d / "unbound.conf"))
 
 
 def ready(ns: Namespace, spec: str, wait: float = 60.0) -> dict[str, Any]:
@@ -299,6 +374,8 @@ class Row:
     failed: int
     m: Measured
     notes: str = ""
+    #: bare loop only: outcome counts per "proto/port"
+    by_port: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -358,6 +435,34 @@ def nmap_counts(path: Path, expected: dict[tuple[int, str], str]) -> tuple[int, 
     return ports, right, ports - right, notes
 
 
+class ReferenceFailed(Exception):
+    """The reference (bare loop) run failed: the servers, not the scanner, set the pace."""
+
+
+def reference_problem(row: Row, tolerance: float) -> str | None:
+    """Why a bare-loop run cannot serve as the reference, or None when it can.
+
+    The bare loop only connects and reads the first bytes: a port where it loses more than
+    ``tolerance`` of its services (or the run itself failed) means the servers could not take the
+    load, and every figure of that size would measure them rather than the scanner."""
+    if row.m.returncode != 0 or row.services == 0:
+        return (f"{row.what} x{row.targets} failed (exit {row.m.returncode}"
+                f"{', timed out' if row.m.timed_out else ''}, {row.services} services)")
+    bad = []
+    for port, outcomes in sorted(row.by_port.items()):
+        total = sum(outcomes.values())
+        lost = total - outcomes.get("ok", 0)
+        if total and lost > tolerance * total:
+            what = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()) if k != "ok")
+            bad.append(f"{port}: {lost} of {total} failed ({what})")
+    if not bad:
+        return None
+    return (f"{row.what} x{row.targets}: the reference run itself failed on " + "; ".join(bad)
+            + f" (more than {tolerance:.1%} of a port). The servers did not hold the load (listen backlog, "
+              "process or client limits, see SERVER_HEADROOM): figures of this size would measure them, "
+              "not the scanner.")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM: leave through the same clean-up path as Ctrl-C
 
@@ -371,6 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ports", default="T:25,80,110,143,U:53", help="ports (default %(default)s)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/portproof-bench/scale"))
     ap.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
+    ap.add_argument("--fast", action="store_true", help="also run fingerprint --fast at each size")
+    ap.add_argument("--reference-tolerance", type=float, default=REFERENCE_TOLERANCE, metavar="SHARE",
+                    help="stop when the bare loop loses more than this share of a port's services "
+                         "(default %(default)s)")
     ap.add_argument("--per-port", type=int, default=0, metavar="N",
                     help="also scan N targets one port at a time (fingerprint and the uvloop loop): "
                          "CPU per service of each protocol (0: skip)")
@@ -382,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"{binary} missing: install the lab's packages first (bash tests/lab/up.sh --install-only)")
     if not Path("/usr/lib/dovecot/pop3-login").exists():
         sys.exit("dovecot-pop3d missing: bash tests/lab/up.sh --install-only")
-    ensure_apt("dnsmasq", "dnsmasq-base")
+    ensure_apt("unbound", "unbound")
     nmap = ensure_apt("nmap", "nmap") if args.nmap_size > 0 else None
     try:
         import uvloop  # noqa: F401
@@ -393,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
         have_uvloop = False
 
     fp = fingerprint_cmd()
+    helptext = subprocess.run([*fp, "--help"], capture_output=True, text=True, timeout=120).stdout
+    jobs_one = ["--jobs", "1"] if "--jobs" in helptext else []
     probes_out = subprocess.run([*fp, "probes", "--json"], capture_output=True, text=True, timeout=120)
     loaded = {p["name"] for p in json.loads(probes_out.stdout)["probes"]}
     wanted = []
@@ -421,10 +532,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     per_port: list[tuple[tuple[int, str], Row, Row]] = []
     ok = True
+    reference_failed = ""
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         ns.create()
-        write_configs(ns)
+        write_configs(ns, args.concurrency)
         start_servers(ns, [p for p, _ in wanted])
         first = ready(ns, spec)
         print(f"[bench] {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {machine()}", flush=True)
@@ -438,20 +550,22 @@ def main(argv: list[str] | None = None) -> int:
             f.write_text("\n".join(all_targets[:n]) + "\n")
             return f
 
-        def run_fp(n: int, one: tuple[int, str] | None = None) -> Row:
+        def run_fp(n: int, one: tuple[int, str] | None = None, fast: bool = False) -> Row:
             tf = targets_file(n)
             sp, tag = (spec, "") if one is None else (f"{'T' if one[1] == 'tcp' else 'U'}:{one[0]}", f"-{one[0]}")
+            tag += "-fast" if fast else ""
             want = expected if one is None else {one: expected[one]}
             out = args.out / f"fingerprint-{n}{tag}.jsonl"
-            cmd = ns.cmd(*fp, "-n", "--no-progress", "-o", "jsonl", "-p", sp, "--concurrency",
-                         str(args.concurrency), "-iL", str(tf))
+            # one engine process (--jobs 1): the figures compare one event loop with the bare one
+            cmd = ns.cmd(*fp, "-n", "--no-progress", *jobs_one, *(["--fast"] if fast else []), "-o", "jsonl",
+                         "-p", sp, "--concurrency", str(args.concurrency), "-iL", str(tf))
             print(f"[bench] $ {' '.join(cmd)}", flush=True)
             m = run_measured(cmd, stdout=out, stderr=args.out / f"fingerprint-{n}{tag}.stderr", timeout=args.timeout,
                              sample_fds=True)
             records, right, failed, notes = fingerprint_counts(out, want)
             if records != n * len(want):
                 notes = f"{records} records for {n * len(want)} services; " + notes
-            return Row("fingerprint", n, records, right, failed, m, notes)
+            return Row("fingerprint --fast" if fast else "fingerprint", n, records, right, failed, m, notes)
 
         def run_bare(n: int, uv: bool, one: tuple[int, str] | None = None) -> Row:
             tf = targets_file(n)
@@ -463,8 +577,13 @@ def main(argv: list[str] | None = None) -> int:
                              sample_fds=True)
             res = json.loads(out.read_text() or "{}")
             bad = {k: v for k, v in res.get("outcomes", {}).items() if k != "ok"}
-            return Row(f"bare loop ({'uvloop' if uv else 'asyncio'})", n, res.get("services", 0), res.get("ok", 0),
-                       sum(bad.values()), m, ", ".join(f"{k} {v}" for k, v in bad.items()))
+            row = Row(f"bare loop ({'uvloop' if uv else 'asyncio'})", n, res.get("services", 0), res.get("ok", 0),
+                      sum(bad.values()), m, ", ".join(f"{k} {v}" for k, v in bad.items()),
+                      by_port=res.get("by_port", {}))
+            problem = reference_problem(row, args.reference_tolerance)
+            if problem:
+                raise ReferenceFailed(problem)
+            return row
 
         if nmap:
             n = args.nmap_size
@@ -482,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
             if have_uvloop:
                 rows.append(run_bare(n, True))
             rows.append(run_fp(n))
+            if args.fast:
+                rows.append(run_fp(n, fast=True))
         if args.per_port > 0:
             for one in wanted:
                 fpr = run_fp(args.per_port, one)
@@ -490,10 +611,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("[bench] interrupted", flush=True)
         ok = False
+    except ReferenceFailed as exc:
+        reference_failed = str(exc)
     finally:
         ns.destroy()
+        if reference_failed:
+            logs = args.out / "server-logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in ns.work.glob("*.log"):
+                shutil.copy(log, logs / log.name)
+            for log in ns.work.glob("*.out"):
+                shutil.copy(log, logs / log.name)
         shutil.rmtree(ns.work, ignore_errors=True)
         signal.signal(signal.SIGTERM, prev_term)
+    if reference_failed:
+        print(f"[bench] STOPPED: {reference_failed} (server logs: {args.out / 'server-logs'})", file=sys.stderr,
+              flush=True)
+        return 2
 
     print()
     print(table(["run", "targets", "services", "right", "failed", "wall s", "right/s", "CPU s", "CPU ms/svc",
@@ -533,6 +667,11 @@ def main(argv: list[str] | None = None) -> int:
             if b and b.rate:
                 print(f"{n} targets: fingerprint {f.rate:.0f} services/s = {f.rate / b.rate:.0%} of the bare "
                       f"{loop} loop ({b.rate:.0f}/s)  (aim >= 60%)")
+        ff = by.get(("fingerprint --fast", n))
+        if ff is not None and f.services and ff.services:
+            cpu, cpu_fast = ((r.m.user + r.m.system) * 1000 / r.services for r in (f, ff))
+            print(f"{n} targets: CPU per service {cpu:.2f} ms, with --fast {cpu_fast:.2f} ms "
+                  f"({cpu_fast / cpu:.0%} of the default)  (aim: <= 0.5 and <= 0.25 ms)")
     nf = by.get(("fingerprint", args.nmap_size))
     nm = by.get(("nmap -sV", args.nmap_size))
     if nf and nm and nm.rate:

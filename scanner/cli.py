@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fast", action="store_true", help="only probes hinted for each port (no slow lane)")
     s.add_argument("--intensity", type=int, default=7, choices=range(1, 10), metavar="1-9",
                    help="slow lane: also try probes of rarity <= N on each port (default 7)")
+    s.add_argument("--no-nmap-probes", action="store_true",
+                   help="slow lane: do not send the service database's own probes (nmap's) on ports ours "
+                   "could not name (--no-service-db implies it)")
     s.add_argument("--concurrency", type=int, default=256, metavar="N", help="connections at once (default 256)")
     s.add_argument("--per-host", type=int, default=16, metavar="N", help="ports of one host at once (default 16)")
     s.add_argument("--rate", type=float, default=0.0, metavar="N", help="new connections per second (0: no limit)")
@@ -104,11 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--udp-timeout", type=float, default=1.0, metavar="S")
     s.add_argument("--seed", type=int, default=0, help="seed of request ids (replayable requests)")
     s.add_argument("--client-name", default="portproof.invalid", help="name sent in EHLO and similar")
-    s.add_argument("--record", metavar="FILE", help="write the scan's conversations to a pcap file")
+    s.add_argument("--record", metavar="FILE",
+                   help="write the scan's conversations to a pcapng file, TLS as on the wire with its "
+                        "session keys (Decryption Secrets Blocks: replay and Wireshark decrypt it)")
     s.add_argument("--resume", metavar="FILE",
                    help="continue an interrupted scan: skip the address/port/transport triples already in the "
                    "JSON-lines FILE and append the new results to FILE (standard output as with -o)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    d = p.add_argument_group("processes and machines (scanner/shard.py)")
+    d.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="engine processes, each scanning whole hosts (default: the number of cores, at most one "
+                        "per 256 ports; 1: one process; never more than the hosts); --concurrency and --rate are "
+                        "split between them")
+    d.add_argument("--scheduler", metavar="ADDRESS",
+                   help="scan on a Dask cluster (tcp://HOST:8786, started with 'dask scheduler' and 'dask worker'; "
+                        "needs pip install 'portproof[cluster]')")
     _add_common(p)
     return p
 
@@ -134,22 +147,42 @@ def _load_registry(args: argparse.Namespace) -> Any:
 
 
 class _Progress:
-    """A progress bar on stderr for long scans (only on a terminal)."""
+    """A progress bar on stderr for long scans and replays (only on a terminal).
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    ``in_bytes``: the total is a byte count (replay: bytes of the captures), shown as such, with
+    the text of :meth:`update` beside the bar.
+    """
+
+    def __init__(self, total: int, enabled: bool, label: str = "scanning", in_bytes: bool = False) -> None:
         self.bar: Any = None
         if enabled and total > 8 and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                MofNCompleteColumn,
+                Progress,
+                ProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
-            self.bar = Progress("scanning", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            count: tuple[ProgressColumn, ...] = (
+                (DownloadColumn(), TextColumn("{task.description}")) if in_bytes else (MofNCompleteColumn(),)
+            )
+            self.bar = Progress(label, BarColumn(), *count, TimeElapsedColumn(),
                                 console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task("scan", total=total)
+            self.task = self.bar.add_task("" if in_bytes else "scan", total=total)
             self.bar.start()
 
-    def advance(self) -> None:
+    def update(self, completed: int, note: str) -> None:
+        """Set the bar to ``completed`` with ``note`` beside it (text we made, never peer bytes)."""
         if self.bar is not None:
-            self.bar.advance(self.task)
+            self.bar.update(self.task, completed=completed, description=note)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
 
     def stop(self) -> None:
         if self.bar is not None:
@@ -200,8 +233,13 @@ def cmd_scan(argv: Sequence[str]) -> int:
         _err(str(exc))
         return EXIT_USAGE
     registry = _load_registry(args)
+    from scanner.shard import default_jobs, host_count
+
+    jobs = args.jobs if args.jobs is not None else default_jobs(len(targets) * len(entries))
+    jobs = min(max(1, jobs), max(1, host_count(targets)))
+    sharded = bool(args.scheduler) or jobs > 1  # scanner/shard.py runs the engine elsewhere
     recorder = None
-    if args.record:
+    if args.record and not sharded:
         from scanner.replay.pcapwriter import PcapRecorder
 
         try:
@@ -217,6 +255,7 @@ def cmd_scan(argv: Sequence[str]) -> int:
         probes=tuple(args.probe), exclude=tuple(args.exclude_probe), seed=args.seed,
         client_name=args.client_name, resolve=not args.no_resolve, recorder=recorder,
         service_db=args.service_db, use_service_db=not args.no_service_db,
+        nmap_probes=not (args.no_nmap_probes or args.no_service_db),
     )
     results: list[Any] = []
     progress = _Progress(len(targets) * len(entries), not args.no_progress)
@@ -237,7 +276,8 @@ def cmd_scan(argv: Sequence[str]) -> int:
             results.append(r)
         if writer is not None:
             writer(r)
-        progress.advance()
+        if not sharded:  # sharded: the processes report progress as ports finish
+            progress.advance()
 
     skip: frozenset[tuple[str, int, str]] = frozenset()
     resume_fh = None
@@ -258,26 +298,40 @@ def cmd_scan(argv: Sequence[str]) -> int:
             resume_writer(r)
             first(r)
 
-    scanner = Scanner(registry, options, on_result)
     start = time.time()
     code = EXIT_OK
-    import asyncio
-
-    try:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
-            runner.run(scanner.run(targets, entries, skip))
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-    finally:
-        progress.stop()
-        if recorder is not None:
-            recorder.close()
+    if sharded:
+        code, notes, service_db = _scan_sharded(args, options, targets, entries, skip, on_result, progress, jobs,
+                                                  registry)
         if resume_fh is not None:
             resume_fh.close()
+    else:
+        scanner = Scanner(registry, options, on_result)
+        import asyncio
+
+        try:
+            with asyncio.Runner(loop_factory=lambda: _new_loop(recorder is not None)) as runner:
+                runner.run(scanner.run(targets, entries, skip))
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        finally:
+            progress.stop()
+            if recorder is not None:
+                recorder.close()
+            if resume_fh is not None:
+                resume_fh.close()
+        notes, service_db = scanner.notes, scanner.service_db
     end = time.time()
-    for note in scanner.notes:
+    if service_db is None:  # the sharded run could not start (said why)
+        return code
+    if not sharded and args.output == "json":
+        from scanner.output import sort_results
+
+        # the order of the table and -oX, and of sharded runs (scanner/shard.py), at any --jobs
+        results = sort_results(results)
+    for note in notes:
         _err(note)
-    _say_breadth(scanner.service_db)
+    _say_breadth(service_db)
     meta = {"scanner": "portproof", "version": __version__, "args": list(argv), "start": start, "end": end,
             "profile": profile.name, "interrupted": code == EXIT_INTERRUPTED}
     _emit(results, args, meta, streamed=writer is not None)
@@ -290,6 +344,42 @@ def cmd_scan(argv: Sequence[str]) -> int:
             done.add(*key)
         _err(_unscanned_summary(targets, entries, done))
     return code
+
+
+def _scan_sharded(
+    args: argparse.Namespace, options: Any, targets: list[Any], entries: list[Any],
+    skip: frozenset[tuple[str, int, str]], on_result: Any, progress: _Progress, jobs: int, registry: Any,
+) -> tuple[int, list[str], Any]:
+    """``--jobs N`` (N > 1) or ``--scheduler``: the scan through :mod:`scanner.shard`; (exit code,
+    engine notes, a service database handle for the breadth note)."""
+    from scanner.breadth import DatabaseHandle
+    from scanner.shard import RegistryArgs, ScanJob, ShardError, scan_dask, scan_local
+
+    if args.record and not args.scheduler:
+        try:  # the processes write parts beside it; the parent joins them into this file
+            open(args.record, "wb").close()
+        except OSError as exc:
+            _err(f"cannot write {args.record}: {exc.strerror or exc}")
+            return EXIT_USAGE, [], None
+    expect = tuple(sorted(p.name for p in registry.probes))
+    job = ScanJob(options=options, entries=tuple(entries),
+                  registry=RegistryArgs(bool(args.strict_plugins), tuple(args.plugin_path), expect), record=args.record)
+    try:
+        if args.scheduler:
+            outcome = scan_dask(job, targets, args.scheduler, on_result, progress.advance, skip)
+        else:
+            outcome = scan_local(job, targets, jobs, on_result, progress.advance, skip)
+    except ShardError as exc:
+        _err(str(exc))
+        return EXIT_ERROR, [], None  # None: nothing ran
+    except KeyboardInterrupt:  # a second Ctrl-C while the processes were being stopped
+        return EXIT_INTERRUPTED, [], DatabaseHandle(args.service_db, not args.no_service_db)
+    finally:
+        progress.stop()
+    for e in outcome.errors:
+        _err(f"not scanned: {e}")
+    code = EXIT_INTERRUPTED if outcome.interrupted else EXIT_ERROR if outcome.errors else EXIT_OK
+    return code, outcome.notes, DatabaseHandle(args.service_db, not args.no_service_db)
 
 
 class _PortBitmap:
@@ -488,6 +578,20 @@ def cmd_replay(argv: Sequence[str]) -> int:
     p.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     p.add_argument("--profile", metavar="NAME|FILE",
                    help="port profile giving each port's expectation (default: built-in exchange-ad)")
+    p.add_argument("--tls-keylog", metavar="FILE",
+                   help="NSS key log (SSLKEYLOGFILE) to decrypt TLS with; pcapng files' own "
+                        "Decryption Secrets Blocks are always used")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="replay on a Dask cluster, one task per file (the workers must read the same paths; "
+                        "needs pip install 'portproof[cluster]')")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="local processes replaying files in parallel (default 0: one per core; 1: no extra process)")
+    p.add_argument("--split-mb", type=int, default=0, metavar="MB",
+                   help="with --jobs: also split files of MB MiB or more over the processes, flows hashed by "
+                        "endpoint (default 0: off; every process reads the whole file, so this pays only when "
+                        "identification, not reading, dominates)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress line on stderr (bytes read, packets/s, endpoints found)")
     _add_common(p)
     args = p.parse_args(argv)
     registry = _load_registry(args)
@@ -518,16 +622,53 @@ def cmd_replay(argv: Sequence[str]) -> int:
         if writer is not None:
             writer(r)
 
+    tls_keys = None
+    if args.tls_keylog:
+        from scanner.replay.keylog import KeyLog
+
+        tls_keys = KeyLog()
+        try:
+            tls_keys.add_file(args.tls_keylog)
+        except OSError as exc:
+            _err(f"cannot read {args.tls_keylog}: {exc.strerror or exc}")
+            return EXIT_USAGE
+        if not tls_keys:
+            _err(f"{args.tls_keylog}: no TLS secrets in NSS key log format")
+            return EXIT_USAGE
+
     start = time.time()
     probes = registry.select(args.probe, args.exclude_probe).probes
     from scanner.breadth import DatabaseHandle
 
     service_db = DatabaseHandle(args.service_db, not args.no_service_db)
+    if args.jobs < 0:
+        _err("--jobs must be 0 (one per core) or more")
+        return EXIT_USAGE
+    from scanner.replay import ReplayProgress, capture_files
+
+    total = sum(os.path.getsize(f) for f in capture_files(args.paths) if os.path.isfile(f))
+    bar = _Progress(total, not args.no_progress and not args.scheduler, label="replaying", in_bytes=True)
+    t0 = time.monotonic()
+
+    def on_progress(p: ReplayProgress) -> None:
+        rate = p.packets / max(time.monotonic() - t0, 1e-3)
+        bar.update(p.done_bytes, f"{p.packets:,} packets, {rate:,.0f}/s, {p.endpoints:,} endpoints")
+
     try:
-        report = replay_paths(list(args.paths), probes, on_result=on_result, service_db=service_db)
+        if args.scheduler:
+            report = _replay_dask(args, on_result, registry)
+            if report is None:
+                return EXIT_ERROR
+        else:
+            report = replay_paths(list(args.paths), probes, on_result=on_result, service_db=service_db,
+                                  tls_keys=tls_keys, jobs=args.jobs,
+                                  progress=on_progress if bar.bar is not None else None,
+                                  split_bytes=args.split_mb * 1024 * 1024 if args.split_mb > 0 else None)
     except KeyboardInterrupt:
+        bar.stop()
         _emit(results, args, {"interrupted": True}, streamed=writer is not None)
         return EXIT_INTERRUPTED
+    bar.stop()
     end = time.time()
     for e in getattr(report, "errors", []):
         _err(str(e))
@@ -541,6 +682,31 @@ def cmd_replay(argv: Sequence[str]) -> int:
         write_nmap_xml(results, args.xml, " ".join(["fingerprint", "replay", *argv]), start, end)
     read_any = getattr(report, "packets", 1) > 0 or bool(results)
     return EXIT_OK if read_any else EXIT_ERROR
+
+
+def _replay_dask(args: argparse.Namespace, on_result: Any, registry: Any) -> Any:
+    """``replay --scheduler``: one Dask task per capture file (scanner/shard.py), results in file
+    order; an object with the read errors and the packet count, or None when the cluster failed."""
+    from types import SimpleNamespace
+
+    from scanner.shard import RegistryArgs, ReplayJob, ShardError, replay_dask
+
+    keylog = None
+    if args.tls_keylog:
+        with open(args.tls_keylog, "rb") as fh:  # read above already: the workers get its text
+            keylog = fh.read()
+    expect = tuple(sorted(p.name for p in registry.probes))
+    job = ReplayJob(registry=RegistryArgs(bool(args.strict_plugins), tuple(args.plugin_path), expect),
+                    probes=tuple(args.probe), exclude=tuple(args.exclude_probe), service_db=args.service_db,
+                    use_service_db=not args.no_service_db, tls_keylog=keylog)
+    try:
+        errors, packets, interrupted = replay_dask(job, list(args.paths), args.scheduler, on_result)
+    except ShardError as exc:
+        _err(str(exc))
+        return None
+    if interrupted:
+        raise KeyboardInterrupt
+    return SimpleNamespace(errors=errors, packets=packets)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,10 +9,15 @@ Per TCP port the engine:
    still-clean connection);
 4. then, unless ``fast``, the other client-first probes whose rarity is within ``intensity``
    (only when the server said nothing: a greeting that no probe knows is kept as the banner);
-5. and, if nothing matched on a plain connection, tries a TLS handshake and repeats 2-4 inside.
+5. then, once the port has shown it speaks (a greeting, bytes or a close in reply to a request),
+   the installed service database's own probes (nmap's, see ``scanner.dbprobes``): those its file
+   hints for the port right before our unhinted ones, the others after them;
+6. and, if nothing matched on a plain connection, tries a TLS handshake and repeats 2-5 inside.
 
 UDP ports run the UDP probes hinted for the port (all UDP probes unless ``fast``) on a connected
-socket, so an ICMP port-unreachable reports ``closed`` at once instead of a timeout.
+socket, so an ICMP port-unreachable reports ``closed`` at once instead of a timeout; nmap's UDP
+probes hinted for a port none of ours is hinted for go out beside ours, the rest only once the port
+answered and nothing named it.
 
 Every read is framed by the probe's framer and bounded (size and time); every port has a total
 time limit; a probe that raises an unexpected exception becomes a ``probe-bug`` attempt with its
@@ -48,6 +53,7 @@ from scanner.api import (
     TLSFailed,
 )
 from scanner.breadth import DatabaseHandle
+from scanner.dbprobes import NmapLane, nmap_probe
 from scanner.profile import PortEntry, Profile, load_profile, parse_ports
 from scanner.registry import Registry, load_registry
 from scanner.results import Attempt, EvidenceItem, ScanResult, Status, TLSInfo
@@ -62,6 +68,9 @@ GREETING_CAP = 4096
 BANNER_KEEP = 512
 #: datagrams buffered per UDP socket
 UDP_QUEUE = 64
+#: nmap's UDP probes sent at once on one UDP port (each on its own socket), and most such windows
+UDP_WINDOW = 4
+UDP_WINDOWS = 5
 
 
 @dataclass
@@ -105,6 +114,11 @@ class ScanOptions:
     service_db: str | None = None
     #: False: only portproof's own rules name products (``--no-service-db``)
     use_service_db: bool = True
+    #: send the service database's own probes once ours failed on a port that speaks
+    #: (``--no-nmap-probes`` turns it off; so does ``--no-service-db``; see scanner.dbprobes)
+    nmap_probes: bool = True
+    #: seconds the database's probes may spend on one port, all layers together
+    nmap_budget: float = 10.0
 
 
 @dataclass
@@ -122,6 +136,8 @@ class _Outcome:
     greeting: bytes = b""
     #: tagged replies of every dialogue on the port (``Recv(tag=...)``), first per tag
     responses: dict[str, bytes] = field(default_factory=dict)
+    #: seconds spent on the service database's probes (``ScanOptions.nmap_budget``)
+    nmap_spent: float = 0.0
 
 
 class _ConnectFailed(Exception):
@@ -130,8 +146,11 @@ class _ConnectFailed(Exception):
         self.status = status
 
 
-def _tls_context() -> ssl.SSLContext:
-    """A client context that talks to anything (we report certificates, we do not trust them)."""
+def _tls_context(keylog_filename: str | None = None) -> ssl.SSLContext:
+    """A client context that talks to anything (we report certificates, we do not trust them).
+
+    ``keylog_filename``: where OpenSSL logs each session's secrets (``--record`` only: the
+    recorder's in-memory key log, see :mod:`scanner.replay.keylog`)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -139,6 +158,8 @@ def _tls_context() -> ssl.SSLContext:
         ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     with contextlib.suppress(ssl.SSLError):
         ctx.set_ciphers("ALL:@SECLEVEL=0")
+    if keylog_filename is not None:
+        ctx.keylog_filename = keylog_filename
     return ctx
 
 
@@ -399,9 +420,17 @@ class _TCPConn(_Wakeable, asyncio.Protocol):
             self.closed = True
             raise TLSFailed("TLS handshake failed: the connection is closed")
         loop = asyncio.get_running_loop()
+        context = _TLS_CONTEXT
+        if self.recorder is not None:
+            # --record: the recorder's context logs the session secrets, and the recorder taps
+            # the raw transport to write the encrypted bytes as they were on the wire
+            context = getattr(self.recorder, "tls_context", None) or _TLS_CONTEXT
+            starting = getattr(self.recorder, "tls_starting", None)
+            if starting is not None:
+                starting(self, self.transport)
         try:
             async with asyncio.timeout(timeout + 1):
-                new = await loop.start_tls(self.transport, self, _TLS_CONTEXT, server_hostname=server_name,
+                new = await loop.start_tls(self.transport, self, context, server_hostname=server_name,
                                            ssl_handshake_timeout=timeout)
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
             self.closed = True
@@ -690,6 +719,7 @@ class Scanner:
             rng=_SeededRandom(f"{self.options.seed}:{target.address}:{port}"),
             host_facts=self.host_facts.setdefault(target.address, {}),
             client_name=self.options.client_name,
+            fast=self.options.fast,
         )
 
     # ------------------------------------------------------------------ dialogue driver
@@ -777,8 +807,12 @@ class Scanner:
         return None if result.status == "connection-refused" else result.finding
 
     # ------------------------------------------------------------------ TCP
-    async def _tcp_layer(self, target: Target, entry: PortEntry, tls: bool, out: _Outcome) -> bool:
-        """Try every applicable probe on one layer (plain or implicit TLS). True when identified."""
+    async def _tcp_layer(
+        self, target: Target, entry: PortEntry, tls: bool, out: _Outcome, lanes: list[NmapLane] | None = None
+    ) -> bool:
+        """Try every applicable probe on one layer (plain or implicit TLS). True when identified.
+        The layer's state of nmap's probes goes to ``lanes`` (their remaining ones run after every
+        layer, see :meth:`_scan_tcp`)."""
         opts = self.options
         port = entry.port
         hinted = self._hinted(port, "tcp", entry)
@@ -800,13 +834,20 @@ class Scanner:
         out.state = "open"
         server_first_hint = any(p.server_first for p in hinted)
         wait = opts.greeting_wait if (server_first_hint or not hinted) else opts.short_wait
+        t_greet = time.monotonic()
         greeting = await conn.read_some(wait)
+        # nmap's probes, after ours, once the port has shown it speaks (scanner.dbprobes)
+        lane = self._nmap_lane(port, "tcp", tls)
+        if lane is not None:
+            lane.greeting(greeting, conn.closed, time.monotonic() - t_greet)
+            if lanes is not None:
+                lanes.append(lane)
         if greeting and not out.banner:
             out.banner = greeting[:BANNER_KEEP]
         if greeting and not out.greeting:
             out.greeting = greeting
         dirty = False
-        tried: set[str] = set()
+        tried: set[str] = lane.ours if lane is not None else set()
         try:
             if greeting:
                 for probe in self._server_first(hinted):
@@ -834,18 +875,25 @@ class Scanner:
             if not opts.fast and not greeting:
                 candidates += [p for p in self._others("tcp", hinted) if not p.server_first]
             for probe in candidates:
+                slow = probe not in hinted
+                if slow and lane is not None and lane.spoke and not lane.hinted_done:
+                    # the probes nmap's file hints for this port go before our unhinted guesses
+                    if await self._nmap_tcp(lane, target, entry, out, hinted_only=True):
+                        return True
                 if dirty or (greeting and probe is not candidates[0]):
                     conn.abort()
                     fresh = await self._reopen(target, port, tls, out)
                     if fresh is None:
                         return False
                     conn = fresh
-                slow = probe not in hinted
                 timeout = min(opts.read_timeout, opts.slow_read_timeout) if slow else None
+                tried.add(probe.name)
                 found, conn = await self._run(probe, conn, target, entry, tls, out, read_timeout=timeout)
                 if found:
                     return True
                 dirty = True
+                if lane is not None and (conn.seen or conn.closed):
+                    lane.spoke = True  # bytes in reply, or a close: the port speaks
             if not greeting and not dirty and not opts.fast:
                 # a slow greeter on a port we had no server-first hint for: one more, longer look
                 more = await conn.read_some(opts.greeting_wait)
@@ -862,6 +910,70 @@ class Scanner:
         finally:
             conn.abort()
         return False
+
+    def _nmap_lane(self, port: int, transport: str, tls: bool) -> NmapLane | None:
+        """The state of nmap's probes on one port and layer, or None when they are off: with
+        ``--fast`` (hinted probes only), ``--probe`` (only the probes named), ``--no-nmap-probes``
+        or ``--no-service-db``."""
+        opts = self.options
+        if opts.fast or opts.probes or not opts.nmap_probes or not self.service_db.enabled:
+            return None
+        return NmapLane(self.service_db, transport, port, tls=tls, intensity=opts.intensity)
+
+    async def _nmap_tcp(
+        self, lane: NmapLane, target: Target, entry: PortEntry, out: _Outcome, *, hinted_only: bool
+    ) -> bool:
+        """Send nmap's probes (those hinted for the port; with ``hinted_only`` False, then the
+        others), each on a fresh connection; True when one named the service. Our probes keep
+        precedence: when the database names a service one of ours reports and that probe has not
+        run on this layer, ours runs first and, if it identifies the port, its finding stands."""
+        opts = self.options
+        tls, tried = lane.tls, lane.ours
+        for dbp, on_port in lane.next_probes(hinted_only):
+            left = opts.nmap_budget - out.nmap_spent
+            if left <= 0:
+                lane.done = True
+                break
+            wait = min(left, lane.wait(dbp, on_port, opts.read_timeout, opts.slow_read_timeout))
+            db = lane.database()
+            conn = await self._reopen(target, entry.port, tls, out) if db is not None else None
+            if db is None or conn is None:
+                return False
+            t0 = time.monotonic()
+            try:
+                probe = nmap_probe(db, dbp, tls=tls, wait=wait)
+                finding = await self._drive(probe, conn, self._ctx(target, entry.port, "tcp", conn, out), out, tls)
+                if conn.seen and not out.banner:
+                    out.banner = bytes(conn.seen)
+                info = conn.tls
+            finally:
+                conn.abort()
+                out.nmap_spent += time.monotonic() - t0
+            kind = lane.take(finding)
+            if kind == "hard" and finding is not None:
+                for ours in self._deferred("tcp", finding.service, tried):
+                    tried.add(ours.name)
+                    fresh = await self._reopen(target, entry.port, tls, out)
+                    if fresh is None:
+                        break
+                    slow_timeout = min(opts.read_timeout, opts.slow_read_timeout)
+                    ok, fresh = await self._run(ours, fresh, target, entry, tls, out, read_timeout=slow_timeout)
+                    fresh.abort()
+                    if ok:
+                        return True
+                out.finding, out.probe, out.tls = finding, probe.name, info
+                return True
+            if kind == "tls":
+                break  # a TLS layer: nmap's probes belong inside it (the engine's TLS layer)
+        if not hinted_only and lane.soft_finding is not None and out.finding is None:
+            # only a softmatch: the service is named, at low confidence, with no product
+            out.finding, out.probe = lane.soft_finding, f"nmap:{lane.soft_finding.details.get('nmap_probe')}"
+        return False
+
+    def _deferred(self, transport: str, service: str, tried: set[str]) -> list[Probe]:
+        """Our client-first probes that report ``service`` and have not run yet on this layer."""
+        return [p for p in self.probes if transport in p.transports and not p.server_first
+                and service in p.services and p.name not in tried]
 
     async def _reopen(self, target: Target, port: int, tls: bool, out: _Outcome) -> _TCPConn | None:
         try:
@@ -910,13 +1022,19 @@ class Scanner:
         layers = [True, False] if tls_first else [False]
         if not self.options.fast and not tls_first:
             layers.append(True)
+        lanes: list[NmapLane] = []
         for tls in layers:
-            if await self._tcp_layer(target, entry, tls, out):
+            if await self._tcp_layer(target, entry, tls, out, lanes):
                 return
             if out.state in ("closed", "filtered"):
                 return
             if out.state == "unknown" and out.error:
                 return
+        # nmap's remaining probes, in the layer the service lives in: inside TLS when a handshake
+        # succeeded (nmap too reruns its probes inside SSL once it sees SSL), else plain
+        lane = next((la for la in lanes if la.tls), None) or next(iter(lanes), None)
+        if lane is not None and lane.spoke:
+            await self._nmap_tcp(lane, target, entry, out, hinted_only=False)
 
     # ------------------------------------------------------------------ UDP
     async def _scan_udp(self, target: Target, entry: PortEntry, out: _Outcome) -> None:
@@ -924,44 +1042,124 @@ class Scanner:
         probes = list(hinted)
         if not self.options.fast:
             probes += self._others("udp", hinted)
-        if not probes:
-            out.state = "unknown"
-            out.error = "no UDP probe applies to this port"
-            return
-        answered = False
-        for probe in probes:
-            await self._rate.acquire()
-            loop = asyncio.get_running_loop()
-            try:
-                transport, proto = await loop.create_datagram_endpoint(
-                    _UDPProto, remote_addr=(target.address, entry.port)
-                )
-            except OSError as exc:
-                out.attempts.append(Attempt(probe=probe.name, status="connection-error", error=str(exc)))
+        lane = self._nmap_lane(entry.port, "udp", False)
+        # on a port none of ours is hinted for, nmap's probes hinted for it go out beside ours (at
+        # once, sharing ours' waits), so a port silent to everything costs no more than before;
+        # ours keep precedence. Elsewhere they wait until ours failed on a port that answered.
+        early = None
+        if lane is not None and not hinted:
+            early = asyncio.create_task(self._nmap_udp(lane, target, entry, out, hinted_only=True))
+        try:
+            if not probes and early is None:
+                out.state = "unknown"
+                out.error = "no UDP probe applies to this port"
+                return
+            answered = False
+            for probe in probes:
+                got = await self._udp_attempt(probe, target, entry, out)
+                if got is None:
+                    return
+                finding, heard, refused = got
+                answered = answered or heard
+                if out.state == "closed" or refused:
+                    out.state = "closed"
+                    return
+                if finding is not None:
+                    out.state = "open"
+                    out.finding = finding
+                    out.probe = probe.name
+                    if finding.host_facts:
+                        self.host_facts.setdefault(target.address, {}).update(finding.host_facts)
+                    return
+            if lane is not None:
+                best: Finding | None = None
+                if early is not None:
+                    best, heard = await early
+                    answered = answered or heard
+                if best is None and answered and out.state != "closed":
+                    # the port answers but nothing named it: nmap's probes (hinted, then rarity <= intensity)
+                    best, heard = await self._nmap_udp(lane, target, entry, out, hinted_only=False)
+                if best is not None and out.state != "closed":
+                    out.state = "open"
+                    out.finding, out.probe = best, f"nmap:{best.details.get('nmap_probe')}"
+                    return
+            if out.state == "closed":
+                return
+            out.state = "open" if answered else "open|filtered"
+        finally:
+            if early is not None and not early.done():
+                early.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await early
+
+    async def _udp_attempt(
+        self, probe: Probe, target: Target, entry: PortEntry, out: _Outcome, *, fatal: bool = True
+    ) -> tuple[Finding | None, bool, bool] | None:
+        """Drive ``probe`` on a fresh connected UDP socket: (finding, a datagram came back, the port
+        answered port-unreachable); None when no socket could be made (recorded; with ``fatal``
+        it is also the port's error)."""
+        await self._rate.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            transport, proto = await loop.create_datagram_endpoint(
+                _UDPProto, remote_addr=(target.address, entry.port)
+            )
+        except OSError as exc:
+            out.attempts.append(Attempt(probe=probe.name, status="connection-error", error=str(exc)))
+            if fatal:
                 out.error = str(exc)
-                return
-            conn = _UDPConn(transport, proto, self.options.recorder)
-            if self.options.recorder is not None:
-                self.options.recorder.opened_udp(conn, target.address, entry.port)
-            try:
-                ctx = self._ctx(target, entry.port, "udp", conn, out)
-                finding = await self._drive(probe, conn, ctx, out, False)
-            finally:
-                conn.abort()
-            answered = answered or conn.answered
-            if conn.seen and not out.banner:
-                out.banner = bytes(conn.seen)
-            if out.state == "closed" or proto.refused:
-                out.state = "closed"
-                return
-            if finding is not None:
-                out.state = "open"
-                out.finding = finding
-                out.probe = probe.name
-                if finding.host_facts:
-                    self.host_facts.setdefault(target.address, {}).update(finding.host_facts)
-                return
-        out.state = "open" if answered else "open|filtered"
+            return None
+        conn = _UDPConn(transport, proto, self.options.recorder)
+        if self.options.recorder is not None:
+            self.options.recorder.opened_udp(conn, target.address, entry.port)
+        try:
+            ctx = self._ctx(target, entry.port, "udp", conn, out)
+            finding = await self._drive(probe, conn, ctx, out, False)
+        finally:
+            conn.abort()
+        if conn.seen and not out.banner:
+            out.banner = bytes(conn.seen)
+        return finding, conn.answered, proto.refused
+
+    async def _nmap_udp(
+        self, lane: NmapLane | None, target: Target, entry: PortEntry, out: _Outcome, *, hinted_only: bool
+    ) -> tuple[Finding | None, bool]:
+        """nmap's UDP probes for the port, :data:`UDP_WINDOW` at a time on their own sockets, each
+        window one wait long: (the finding of a hard match, else of a softmatch, or None; whether
+        any datagram came back)."""
+        opts = self.options
+        answered = False
+        if lane is None:
+            return None, False
+        wait = opts.udp_timeout
+        for _window in range(UDP_WINDOWS):
+            db = lane.database()
+            batch = []
+            for dbp, _on_port in lane.next_probes(hinted_only):
+                batch.append(dbp)
+                if len(batch) >= UDP_WINDOW:
+                    break
+            if db is None or not batch or out.nmap_spent >= opts.nmap_budget:
+                break
+            t0 = time.monotonic()
+            got = await asyncio.gather(
+                *(self._udp_attempt(nmap_probe(db, dbp, tls=False, wait=wait), target, entry, out, fatal=False)
+                  for dbp in batch)
+            )
+            out.nmap_spent += time.monotonic() - t0
+            for item in got:
+                if item is None:
+                    continue
+                finding, heard, refused = item
+                answered = answered or heard
+                if refused:
+                    out.state = "closed"
+                    return None, answered
+                if lane.take(finding) == "hard":
+                    return finding, answered
+            if lane.done:
+                break
+        return lane.soft_finding, answered
 
     # ------------------------------------------------------------------ one port
     async def scan_port(self, target: Target, entry: PortEntry) -> ScanResult:
@@ -1162,8 +1360,10 @@ def apply_profile(result: ScanResult, profile: Profile) -> ScanResult:
     )
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    if os.environ.get("PORTPROOF_NO_UVLOOP"):
+def _new_loop(recording: bool = False) -> asyncio.AbstractEventLoop:
+    # recording (--record) taps the raw transport under TLS (scanner.replay.pcapwriter): asyncio's
+    # own transports allow that, uvloop's (C types) do not
+    if recording or os.environ.get("PORTPROOF_NO_UVLOOP"):
         return asyncio.new_event_loop()
     try:
         import uvloop
@@ -1201,7 +1401,7 @@ def scan_sync(
 ) -> list[ScanResult]:
     """Blocking :func:`scan`; keyword options map onto :class:`ScanOptions` (e.g. ``fast=True``)."""
     options = ScanOptions(**option_kw)
-    with asyncio.Runner(loop_factory=_new_loop) as runner:
+    with asyncio.Runner(loop_factory=lambda: _new_loop(options.recorder is not None)) as runner:
         return runner.run(
             scan(targets, ports, profile=profile, registry=registry, options=options, on_result=on_result)
         )

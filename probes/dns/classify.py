@@ -3,6 +3,7 @@ name (pure functions). Part of the :mod:`probes.dns` package."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,8 +151,11 @@ VERSION_RULES: tuple[VersionRule, ...] = (
 )
 
 
+@functools.lru_cache(maxsize=512)
 def match_version_string(text: str) -> tuple[VersionRule, str | None] | None:
-    """The rule that names the product of a CHAOS version string, and the version it reads, or None."""
+    """The rule that names the product of a CHAOS version string, and the version it reads, or None.
+
+    Cached (pure; rules are frozen): every server of a kind sends the same string."""
     text = text.strip()
     if len(text) > 512:
         return None
@@ -179,9 +183,12 @@ def _server_windows(version: str) -> str | None:
 
 def _txt_value(rr: RR) -> str:
     """The text of a TXT record (its strings joined, quotes and escapes removed)."""
-    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', rr.text)
+    text = rr.text
+    if "\\" not in text and text.startswith('"') and text.count('"') == 2 and text.endswith('"') and len(text) > 1:
+        return text[1:-1]  # one plain string (the common case at scale): what the regexes give
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
     if not parts:
-        return rr.text
+        return text
     raw = "".join(parts)
     return re.sub(r"\\(\d{3}|.)", lambda m: chr(int(m[1])) if m[1].isdigit() else m[1], raw)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from probes.dns.classify import (
     _txt_value,
     identify,
 )
+from probes.dns.passive import dns_client_hint, dns_pair_key, identify_dns_passive
 from probes.dns.wire import (
     BUILTIN_ZONE_QUERY,
     CHAOS_NAMES,
@@ -119,6 +120,21 @@ class DNSProbe(Probe):
     server_first = False
     rarity = 3
     summary = "DNS: version.bind/NSID/SOA/AD SRV; names BIND, Samba, dnsmasq, Unbound, PowerDNS, Knot, NSD, MS DNS"
+
+    # ---------------------------------------------------------------- passive hooks (replay)
+    def client_hint(self, first_client_bytes: bytes) -> bool:
+        """A length-prefixed DNS query, update or notify (see :func:`probes.dns.passive.dns_client_hint`)."""
+        return dns_client_hint(first_client_bytes)
+
+    def pair_key(self, datagram: bytes) -> Hashable | None:
+        """Id and question: a response pairs with the query it answers."""
+        return dns_pair_key(datagram)
+
+    def identify_passive(self, server_messages: Sequence[bytes], client_messages: Sequence[bytes]) -> Finding | None:
+        """DNS from any well-formed message framing: TKEY/GSS-TSIG negotiations, TSIG-signed
+        answers, questions we never asked; client queries alone when the server was not captured
+        (see :func:`probes.dns.passive.identify_dns_passive`)."""
+        return identify_dns_passive(server_messages, client_messages)
 
     def _ask(
         self,
@@ -221,6 +237,12 @@ class DNSProbe(Probe):
             raise NotThisProtocol("no reply matched the query: " + "; ".join(st.rejected[: MAX_UNMATCHED + 1]))
         st.replies.append(first)
         self._store(ctx, st)
+
+        if ctx.fast:
+            # --fast: the reply above proved DNS; version.bind names most products; the other
+            # queries (identity, zones, AD records, hidden-version behaviour) only add details
+            yield from self._run(ctx, st, [("version.bind", "TXT", "CH")])
+            return self._store(ctx, st)
 
         plan: list[tuple[str, str, str]] = [(".", "NS", "IN")]
         plan += [(n, "TXT", "CH") for n in CHAOS_NAMES]

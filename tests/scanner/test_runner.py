@@ -442,11 +442,14 @@ def test_coding_error_in_a_decoder_is_a_probe_bug_in_scan_and_replay(lab: Any, m
     and in a replay alike, instead of a silent no-match."""
     import dns.message
 
+    import probes.dns.wire
     from probes.ldap import LDAPProbe, _ldap3
     from scanner.engine import scan_sync
     from tests.probes.test_dns import BIND_UDP
 
     monkeypatch.setattr(dns.message, "from_wire", _broken)
+    # the DNS parser's fast path (common replies without dnspython) is decoding code too
+    monkeypatch.setattr(probes.dns.wire, "_fast_reply", _broken)
     monkeypatch.setattr(_ldap3(), "decoder", type("BrokenDecoder", (), {"decode": staticmethod(_broken)}))
 
     replays = {
