@@ -113,12 +113,8 @@ def record_passive_ntlm(finding: Finding, messages: Sequence[bytes], source: str
         finding.details["ntlm_challenges_seen"] = len(challenges)
     summary = chal.summary()
     finding.add(source, summary or f"NTLMSSP CHALLENGE, flags 0x{chal.flags:08x}")
-    for key in ("netbios_domain", "netbios_computer", "dns_domain", "dns_computer", "dns_tree"):
-        value = getattr(chal, key)
-        if value:
-            finding.host_facts[f"ntlm_{key}"] = value
+    finding.host_facts.update(chal.host_facts())
     if chal.windows_version:
-        finding.host_facts["windows_version"] = chal.windows_version
         finding.details["windows_release"] = chal.windows_version
     if summary and not finding.extrainfo:
         finding.extrainfo = summary

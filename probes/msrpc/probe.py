@@ -358,12 +358,8 @@ def _record_ntlm(finding: Finding, chal: NTLMChallenge, source: str) -> None:
     finding.details["ntlm"] = chal.as_dict()
     summary = chal.summary()
     finding.add(source, summary or f"flags 0x{chal.flags:08x}")
-    for key in ("netbios_domain", "netbios_computer", "dns_domain", "dns_computer", "dns_tree"):
-        value = getattr(chal, key)
-        if value:
-            finding.host_facts[f"ntlm_{key}"] = value
+    finding.host_facts.update(chal.host_facts())
     if chal.windows_version:
-        finding.host_facts["windows_version"] = chal.windows_version
         finding.details["windows_release"] = chal.windows_version
     if chal.looks_like_samba:
         said = "Samba"
