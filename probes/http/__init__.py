@@ -5,9 +5,12 @@ Default ports: 80, 443 (implicit TLS), 8080, 8443 (implicit TLS).
 Sends, on one keep-alive connection and never following a redirect:
 
 1. ``GET /`` (HTTP/1.1, ``Host``, ``Connection: keep-alive``);
-2. read-only ``GET`` requests for the Exchange paths ``/owa/``, ``/owa/auth/logon.aspx``,
-   ``/ews/exchange.asmx``, ``/autodiscover/autodiscover.xml``, ``/Microsoft-Server-ActiveSync``
-   and ``/rpc/``;
+2. read-only ``GET`` requests for the Exchange paths: ``/owa/`` on every server, then
+   ``/owa/auth/logon.aspx``, ``/ews/exchange.asmx``, ``/autodiscover/autodiscover.xml``,
+   ``/Microsoft-Server-ActiveSync`` and ``/rpc/`` only where a reply hints at Exchange
+   (:func:`~probes.http.wire.exchange_hint`: ``Server`` naming IIS/HTTP.sys/Exchange, ASP.NET,
+   an NTLM/Negotiate offer, a redirect to ``/owa``/``/exchange``/``/exchweb``, an Exchange header
+   or page); most web servers thus get two requests, not seven. With ``--fast`` only ``GET /``;
 3. when one of them offers ``WWW-Authenticate: NTLM`` (or ``Negotiate``), the same ``GET`` again with
    ``Authorization: NTLM <NEGOTIATE>``; the server's CHALLENGE is parsed and the exchange stops
    there: no credentials are ever sent.

@@ -13,12 +13,14 @@ from probes.http.passive import http_client_hint, identify_http_passive
 from probes.http.wire import (
     _TELL_HEADERS,
     BODY_CAP,
+    EXCHANGE_FIRST_PATHS,
     EXCHANGE_PATHS,
     HEADER_CAP,
     MAX_INTERIM,
     HTTPResponse,
     _summarise,
     build_request,
+    exchange_hint,
     frame_http_response,
     host_header,
     ntlm_from_headers,
@@ -71,7 +73,8 @@ class HTTPProbe(Probe):
         return identify_http_passive(server_messages, client_messages)
 
     def dialogue(self, ctx: ProbeContext) -> Dialogue:
-        """``GET /``, then the Exchange paths, then one NTLM NEGOTIATE where NTLM is offered."""
+        """``GET /``, then the Exchange paths (all of them only where a reply hints at Exchange),
+        then one NTLM NEGOTIATE where NTLM is offered."""
         host = host_header(ctx)
         step = Recv(frame_http_response, max_size=HEADER_CAP + BODY_CAP)
 
@@ -134,14 +137,26 @@ class HTTPProbe(Probe):
             # IIS accepts a raw NTLMSSP token under Negotiate too (it sniffs the signature)
             ntlm_path, ntlm_scheme = "/", "NTLM" if "NTLM" in first_schemes else "Negotiate"
         requests: dict[str, Any] = details["requests"]
+        # every site is asked OWA's entry point; the other Exchange paths only once a reply
+        # hints at Exchange (most web servers are not: 1 Exchange request instead of 6)
+        hinted = exchange_hint(first, requests["/"])
+        # --fast: ``GET /`` named the server; the Exchange paths and NTLM only add details
+        pending = [] if ctx.fast else list(EXCHANGE_PATHS)
+        skipped: list[str] = []  # paths left out while no reply hinted at Exchange
         try:
-            # --fast: ``GET /`` named the server; the Exchange paths and NTLM only add details
-            for path in () if ctx.fast else EXCHANGE_PATHS:
+            while pending:
+                path = pending.pop(0)
+                if not hinted and path not in EXCHANGE_FIRST_PATHS:
+                    skipped.append(path)
+                    continue
                 if not usable:
                     details["stopped"] = f"connection not reusable after {len(requests)} request(s)"
                     break
                 resp: HTTPResponse = yield from exchange(path)
-                requests[path] = _summarise(resp, host)
+                requests[path] = summary = _summarise(resp, host)
+                if not hinted and exchange_hint(resp, summary):
+                    hinted = True
+                    pending += skipped  # in EXCHANGE_PATHS order, after the ones still to come
                 self._note_response(finding, path, resp)
                 usable = resp.reusable
                 schemes = parse_auth_schemes(resp)

@@ -21,11 +21,13 @@ from scanner.ntlm import NTLMChallenge, NTLMError, find_ntlmssp, parse_challenge
 
 __all__ = [
     "BODY_CAP",
+    "EXCHANGE_FIRST_PATHS",
     "EXCHANGE_PATHS",
     "HEADER_CAP",
     "HTTPResponse",
     "build_request",
     "exchange_facts",
+    "exchange_hint",
     "frame_http_response",
     "host_header",
     "ntlm_from_headers",
@@ -54,6 +56,13 @@ EXCHANGE_PATHS: tuple[str, ...] = (
     "/Microsoft-Server-ActiveSync",
     "/rpc/",
 )
+#: the paths asked of every web server: OWA's entry point (Exchange 2007 and later; a proxy
+#: in front may hide IIS at ``/`` but still pass ``/owa/``). The other :data:`EXCHANGE_PATHS`
+#: are asked only once a reply hints at Exchange (:func:`exchange_hint`). Exchange 2000/2003
+#: (OWA under ``/exchange/``) only ran on IIS 5.0/6.0, whose ``Server`` header is such a hint.
+EXCHANGE_FIRST_PATHS: tuple[str, ...] = ("/owa/",)
+#: ``Location`` path prefixes of Exchange's web front ends (OWA 2007+, OWA 2000/2003)
+_EXCHANGE_LOCATIONS = re.compile(r"(?i)^(?:[a-z][a-z0-9+.\-]*://[^/?#]*)?/(?:owa|exchange|exchweb)(?:[/?#]|$)")
 
 USER_AGENT = "portproof"
 #: headers other than Server that name the platform
@@ -243,16 +252,59 @@ def _h11_client() -> Any:
     return conn
 
 
+#: a header block h11 surely accepts (a strict subset of h11's own grammar, h11/_abnf.py): an
+#: HTTP/1.x status line with a 2xx-5xx code, then ``token: value`` fields (visible characters and
+#: inner blanks, no obsolete line folding), CRLF line ends only
+_PLAIN_HEAD = re.compile(
+    rb"HTTP/1\.[01] [2-5][0-9]{2}(?: [\t\x20-\x7e\x80-\xff]*)?\r\n"
+    rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[ \t]*(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?[ \t]*\r\n)*"
+    rb"\r\n"
+)
+_CONTENT_LENGTH_LINE = re.compile(rb"(?im)^content-length:[ \t]*([0-9]{1,18})[ \t]*\r$")
+_TE_OR_CL = re.compile(rb"(?im)^(?:transfer-encoding|content-length):")
+
+
+def _plain_frame(buf: bytes | bytearray) -> int | None:
+    """The framed length of the common reply without h11: a whole plain head (:data:`_PLAIN_HEAD`)
+    with one ``Content-Length`` of at most :data:`BODY_CAP` bytes, no ``Transfer-Encoding``, and
+    the whole body in ``buf``. None for anything else (h11 then frames it from the start), so
+    every length this returns is the one h11 gives (tests/probes/test_http_body_fastpath.py)."""
+    end = buf.find(b"\r\n\r\n", 0, HEADER_CAP)
+    if end < 0:
+        return None
+    end += 4
+    head = bytes(buf[:end])
+    # h11 ends the block at its first blank line; ours must be that one
+    if head.find(b"\n\r\n") != end - 3 or b"\n\n" in head or not _PLAIN_HEAD.fullmatch(head):
+        return None
+    status = int(head[9:12])
+    if status in (204, 304) or head.count(b"\r\n") - 1 > MAX_HEADERS:
+        return None
+    if len(_TE_OR_CL.findall(head)) != 1:
+        return None  # no Content-Length, several, or a Transfer-Encoding: h11 decides
+    match = _CONTENT_LENGTH_LINE.search(head)
+    if match is None:
+        return None
+    length = int(match.group(1))
+    if length > BODY_CAP or len(buf) < end + length:
+        return None
+    return end + length
+
+
 class _ResponseCursor:
     """Frames one response with h11 (its receive buffer remembers how far it searched, so a reply
-    dripped one byte at a time costs linear time); ``fed`` counts the bytes given to h11."""
+    dripped one byte at a time costs linear time); ``fed`` counts the bytes given to h11.
 
-    __slots__ = ("conn", "fed", "head_end")
+    The common reply, whole in the first buffer seen, is framed by :func:`_plain_frame` without
+    h11 (building an h11 connection per reply was most of the HTTP probe's CPU)."""
+
+    __slots__ = ("conn", "fed", "head_end", "tried_plain")
 
     def __init__(self) -> None:
         self.conn: Any = None
         self.fed = 0
         self.head_end: int | None = None
+        self.tried_plain = False
 
     def feed(self, buf: bytes | bytearray) -> int | None:
         import h11
@@ -263,6 +315,12 @@ class _ResponseCursor:
                 raise NotThisProtocol("not an HTTP response")  # at once, not after HEADER_CAP bytes
             if len(buf) < len(_HTTP_PREFIX):
                 return None
+            if not self.tried_plain:
+                # once only: a reply still incomplete here goes to h11 (linear time on a drip)
+                self.tried_plain = True
+                framed = _plain_frame(buf)
+                if framed is not None:
+                    return framed
             self.conn = _h11_client()
         conn = self.conn
         if len(buf) > self.fed:  # (h11 takes b"" for the peer's close)
@@ -334,6 +392,16 @@ def _body_of(message: bytes) -> tuple[bytes, bool]:
             return bytes(body[:BODY_CAP]), False  # NEED_DATA: the body was cut
 
 
+def _plain_head_end(message: bytes, end: int) -> bool:
+    """True when ``end`` is where h11 too sees the header block end: the block ends in CRLF CRLF
+    and holds no other blank line (h11 ends it at the first LF, optional CR, LF)."""
+    return (
+        message[end - 4 : end] == b"\r\n\r\n"
+        and message.find(b"\n\r\n", 0, end) == end - 3
+        and message.find(b"\n\n", 0, end) < 0
+    )
+
+
 def parse_http_response(message: bytes) -> HTTPResponse:
     """Parse one response framed by :func:`frame_http_response`."""
     end = _header_end(message)
@@ -348,6 +416,12 @@ def parse_http_response(message: bytes) -> HTTPResponse:
         body = b""
     elif framing == "close":
         body, body_read, reusable = b"", False, False
+    elif framing == "length" and _plain_head_end(message, end):
+        # the common reply: the framer (h11) already checked this very head, so the body is the
+        # ``Content-Length`` bytes after it; no second h11 pass (it was half the probe's parsing)
+        length = _content_length(headers) or 0
+        body = message[end : end + min(length, BODY_CAP)]
+        body_read = len(message) - end >= length
     else:
         body, body_read = _body_of(message)
     if not body_read:
@@ -409,6 +483,29 @@ def exchange_facts(resp: HTTPResponse) -> dict[str, str]:
     ).lower():
         facts["exchweb"] = "Exchange 2000/2003 OWA"
     return facts
+
+
+def exchange_hint(resp: HTTPResponse, summary: dict[str, Any]) -> bool:
+    """True when ``resp`` (summarised as ``summary`` by :func:`_summarise`) hints that Exchange may
+    serve this site, so the rest of :data:`EXCHANGE_PATHS` is worth asking.
+
+    Exchange's web front ends run on IIS (HTTP.sys), in ASP.NET, and may authenticate with
+    NTLM/Negotiate; a proxy in front may hide ``Server`` but rarely all of these. Hints: an
+    Exchange fact already (:func:`exchange_facts`), ``Server`` naming IIS, HTTP.sys or Exchange,
+    ASP.NET in ``X-Powered-By`` or an ``X-AspNet-Version``, an NTLM/Negotiate offer, a redirect
+    to ``/owa``, ``/exchange`` or ``/exchweb``."""
+    if summary.get("exchange"):
+        return True
+    server = (resp.header("server") or "").lower()
+    if "microsoft-iis" in server or "microsoft-httpapi" in server or "exchange" in server:
+        return True
+    if "asp.net" in (resp.header("x-powered-by") or "").lower() or resp.header("x-aspnet-version"):
+        return True
+    auth = summary.get("auth") or ()
+    if "NTLM" in auth or "Negotiate" in auth:
+        return True
+    location = summary.get("location")
+    return bool(location and _EXCHANGE_LOCATIONS.match(location))
 
 
 def _location_off_target(location: str, host: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,7 +182,15 @@ def build_as_req(cname: str | None, realm: str, nonce: int, etypes: tuple[int, .
     No PA-DATA at all: no pre-authentication, no timestamp, no key, so nothing a password could be
     guessed from. KDC options forwardable and renewable (what ``kinit`` asks); ``etypes`` lists the
     encryption types offered (the KDC's PA-ETYPE-INFO2 answers for those it also holds keys of).
+
+    Encoded here in DER (:func:`_der_as_req`, the bytes scapy's ``KRB_AS_REQ`` gives, checked by
+    tests/replay/test_fastpath.py): a replay runs this dialogue's first step on every flow no
+    probe has named yet, and importing scapy's Kerberos layer costs ~0.4 s. Names outside ASCII
+    go through scapy.
     """
+    names = [realm, *([] if cname is None else [cname])]
+    if all(n.isascii() for n in names):
+        return _der_as_req(cname, realm, nonce, etypes)
     from scapy.asn1.asn1 import ASN1_GENERALIZED_TIME
 
     krb = _scapy()
@@ -195,6 +204,52 @@ def build_as_req(cname: str | None, realm: str, nonce: int, etypes: tuple[int, .
         etype=list(etypes),
     )
     return bytes(krb.KRB_AS_REQ(padata=None, reqBody=body))
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER TLV: the tag byte, the definite length (short form below 128, else 0x80|n then n
+    big-endian bytes), the content."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + content
+
+
+def _der_int(value: int) -> bytes:
+    """A DER INTEGER (tag 0x02): minimal two's complement, big-endian."""
+    return _der(0x02, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
+
+
+def _der_principal(name_type: int, names: list[str]) -> bytes:
+    """PrincipalName (RFC 4120 5.2.2): SEQUENCE { name-type [0] Int32, name-string [1] SEQUENCE OF
+    KerberosString (GeneralString, tag 0x1b) }."""
+    strings = b"".join(_der(0x1B, n.encode("ascii")) for n in names)
+    return _der(0x30, _der(0xA0, _der_int(name_type)) + _der(0xA1, _der(0x30, strings)))
+
+
+def _der_as_req(cname: str | None, realm: str, nonce: int, etypes: tuple[int, ...]) -> bytes:
+    """The AS-REQ of :func:`build_as_req` in DER, field by field as scapy lays it out: rtime is
+    the current time (scapy's default for the field), addresses and additional-tickets are empty
+    sequences."""
+    rtime = time.strftime("%Y%m%d%H%M%SZ", time.gmtime()).encode()
+    # KDC-REQ-BODY (RFC 4120 5.4.1): kdc-options [0] BIT STRING (no unused bits; forwardable is
+    # bit 1, renewable bit 8), cname [1], realm [2], sname [3], till [5], rtime [6], nonce [7],
+    # etype [8] SEQUENCE OF Int32, addresses [9], additional-tickets [11]
+    body = _der(0xA0, _der(0x03, b"\x00\x40\x80\x00\x00"))
+    if cname is not None:
+        body += _der(0xA1, _der_principal(1, [cname]))  # NT-PRINCIPAL
+    body += _der(0xA2, _der(0x1B, realm.encode("ascii")))
+    body += _der(0xA3, _der_principal(2, ["krbtgt", realm]))  # NT-SRV-INST
+    body += _der(0xA5, _der(0x18, _TILL.encode()))
+    body += _der(0xA6, _der(0x18, rtime))
+    body += _der(0xA7, _der_int(nonce & 0x7FFFFFFF))
+    body += _der(0xA8, _der(0x30, b"".join(_der_int(e) for e in etypes)))
+    body += _der(0xA9, _der(0x30, b"")) + _der(0xAB, _der(0x30, b""))
+    # AS-REQ ::= [APPLICATION 10] KDC-REQ: pvno [1] 5, msg-type [2] 10 (krb-as-req), no padata [3],
+    # req-body [4]
+    req = _der(0xA1, _der_int(5)) + _der(0xA2, _der_int(10)) + _der(0xA4, _der(0x30, body))
+    return _der(0x6A, _der(0x30, req))
 
 
 def tcp_wrap(message: bytes) -> bytes:

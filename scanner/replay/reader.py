@@ -9,7 +9,9 @@ every good record before it was delivered.
 Classic pcap records are not read with ``RawPcapReader._read_packet`` (two ``read`` calls and a
 named tuple per record, about 1.6 us): scapy opens the file and checks its header, then
 :meth:`CaptureReader._iter_pcap` cuts the records out of 1 MiB blocks read from scapy's own file
-object (gzip included) with one ``struct.unpack_from`` each, about three times faster. scapy has no
+object (gzip included) with one ``struct.unpack_from`` each, about three times faster; an
+uncompressed classic pcap with a sound header is opened without scapy at all (:class:`_PlainPcap`:
+importing ``scapy.utils`` costs more start-up than the header is worth). scapy has no
 faster reader for either format. pcapng stays block by block with ``RawPcapNgReader``: its blocks
 need scapy's option parsing (interfaces, time resolution, Decryption Secrets Blocks).
 :meth:`CaptureReader.records` yields plain tuples for the replay's hot loop;
@@ -113,6 +115,19 @@ class CaptureReader:
         return self._records()
 
     def _records(self) -> Iterator[tuple[float | None, int, bytes, int]]:
+        plain = _PlainPcap.open(self.path)
+        if plain is not None:
+            # an uncompressed classic pcap with a sound header: no scapy needed (importing
+            # scapy.utils costs ~0.13 s of a replay's start-up)
+            self.format = "pcap"
+            try:
+                yield from self._iter_pcap(plain, plain.size)
+            finally:
+                plain.close()
+                if self.unlisted:
+                    self._error(self.count + 1, f"{self.unlisted} more damaged record(s) not listed", fatal=False)
+                    self.unlisted = 0
+            return
         from scapy.error import Scapy_Exception
         from scapy.utils import RawPcapNgReader, RawPcapReader
 
@@ -234,6 +249,54 @@ class CaptureReader:
 
 #: bytes read from the file at once by the classic-pcap reader
 CHUNK = 1 << 20
+
+#: the classic pcap magics (first 4 bytes as stored) that scapy's RawPcapReader accepts:
+#: byte order and whether the sub-second field counts nanoseconds
+_PLAIN_MAGICS = {
+    b"\xa1\xb2\xc3\xd4": (">", False),
+    b"\xd4\xc3\xb2\xa1": ("<", False),
+    b"\xa1\xb2\x3c\x4d": (">", True),
+    b"\x4d\x3c\xb2\xa1": ("<", True),
+}
+
+
+class _PlainPcap:
+    """The file header of an uncompressed classic pcap, read without scapy: the attributes of
+    scapy's ``RawPcapReader`` that :meth:`CaptureReader._iter_pcap` uses (``f`` positioned after
+    the header). Anything else (gzip, pcapng, a damaged or short header) is left to scapy, whose
+    errors :func:`_header_problem` explains."""
+
+    def __init__(self, f: Any, size: int, endian: str, nano: bool, snaplen: int, linktype: int) -> None:
+        self.f = f
+        self.size = size
+        self.endian = endian
+        self.nano = nano
+        self.snaplen = snaplen
+        self.linktype = linktype
+
+    @classmethod
+    def open(cls, path: str) -> _PlainPcap | None:
+        """The reader of ``path`` when it is an uncompressed classic pcap, else None."""
+        try:
+            f = open(path, "rb")  # closed by close(), or below
+        except OSError:
+            return None
+        try:
+            # magic(4) version major(2) minor(2) thiszone(4) sigfigs(4) snaplen(4) linktype(4)
+            head = f.read(_PCAP_HEADER)
+            kind = _PLAIN_MAGICS.get(head[:4]) if len(head) == _PCAP_HEADER else None
+            if kind is not None:
+                endian, nano = kind
+                snaplen, linktype = struct.unpack_from(endian + "II", head, 16)
+                return cls(f, os.fstat(f.fileno()).st_size, endian, nano, snaplen, linktype)
+        except OSError:
+            pass
+        f.close()
+        return None
+
+    def close(self) -> None:
+        """Close the file."""
+        self.f.close()
 
 
 def _refill(f: Any, buf: bytes, pos: int, base: int, need: int) -> tuple[bytes, int, bool]:

@@ -3,13 +3,18 @@
 Written here rather than with scapy's TLS layer: scapy's ``TLS`` dissector wants a session to
 follow, is slow to import (about a second) and raises on the truncated or partial handshakes that
 captures hold. Only the record and handshake headers are decoded (RFC 8446 §5.1 and §4); cipher
-suite names come from scapy's table, imported lazily, and certificates are parsed with
+suite names come from scapy's table (read from its source: :func:`suite_names`), and certificates are parsed with
 ``cryptography`` (through :func:`scanner.certs.cert_facts`, the function the live engine uses).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import importlib.util
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from scanner.results import CertFacts
 
@@ -17,6 +22,7 @@ __all__ = [
     "ServerTLS",
     "cert_facts_from_der",
     "cipher_name",
+    "suite_names",
     "find_server_hello",
     "looks_like_client_hello",
     "looks_like_tls_record",
@@ -58,12 +64,72 @@ def cert_facts_from_der(der: bytes) -> CertFacts | None:
 
 def cipher_name(code: int) -> str:
     """The IANA name of a cipher suite (``TLS_AES_128_GCM_SHA256``), or its hex code."""
+    name = suite_names().get(code)
+    return str(name) if name else f"0x{code:04x}"
+
+
+@functools.cache
+def suite_names() -> dict[int, str]:
+    """scapy's table of cipher suite names (``_tls_cipher_suites``: code -> name).
+
+    Importing ``scapy.layers.tls.crypto.suites`` costs about 0.4 s (it pulls in scapy's TLS
+    session, its IP layers and the kernel's routing table), most of a small replay's run. The
+    table is the names of the module's cipher suite classes (their ``val``) plus two signalling
+    values assigned by subscript, so it is read from the installed module's source with
+    :mod:`ast` instead (about 5 ms), and imported only when that finds nothing.
+    """
+    mod = sys.modules.get(_SUITES)
+    if mod is not None:
+        return dict(mod._tls_cipher_suites)
+    try:
+        got = _suite_names_from_source()
+    except (OSError, SyntaxError, ValueError):
+        got = {}
+    if got:
+        return got
     try:
         from scapy.layers.tls.crypto.suites import _tls_cipher_suites
     except Exception:  # scapy without its TLS tables
-        return f"0x{code:04x}"
-    name = _tls_cipher_suites.get(code)
-    return str(name) if name else f"0x{code:04x}"
+        return {}
+    return dict(_tls_cipher_suites)
+
+
+_SUITES = "scapy.layers.tls.crypto.suites"
+
+
+def _suite_names_from_source() -> dict[int, str]:
+    """The table of :func:`suite_names` from the source of scapy's suites module, not imported."""
+    spec = importlib.util.find_spec("scapy")  # a top-level spec: imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations)), "layers", "tls", "crypto", "suites.py")
+    tree = ast.parse(path.read_bytes(), str(path))
+    out: dict[int, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name != "_GenericCipherSuite":
+            # class TLS_..._SHA256(_GenericCipherSuite): val = 0x1301 (registered by its metaclass)
+            for item in node.body:
+                if (
+                    isinstance(item, ast.Assign)
+                    and [t.id for t in item.targets if isinstance(t, ast.Name)] == ["val"]
+                    and isinstance(item.value, ast.Constant)
+                    and type(item.value.value) is int
+                ):
+                    out[item.value.value] = node.name
+        elif (
+            # _tls_cipher_suites[0x00ff] = "TLS_EMPTY_RENEGOTIATION_INFO_SCSV"
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Subscript)
+            and isinstance(node.targets[0].value, ast.Name)
+            and node.targets[0].value.id == "_tls_cipher_suites"
+            and isinstance(node.targets[0].slice, ast.Constant)
+            and type(node.targets[0].slice.value) is int
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            out[node.targets[0].slice.value] = node.value.value
+    return out
 
 
 def looks_like_tls_record(buf: bytes, any_type: bool = False) -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from scapy.utils import RawPcapReader
 
 from probes.smtp import SMTPProbe
 from scanner.api import Probe
-from scanner.replay import STALE_FLOWS, FlowLimits, replay_paths
+from scanner.replay import STALE_FLOWS, FlowLimits, replay_paths, tlsparse
 from scanner.replay import identify as identify_mod
 from scanner.replay.layers import (
     ACK,
@@ -224,3 +227,123 @@ def test_tail_of_a_closed_flow_is_not_a_new_flow(tmp_path: Path) -> None:
     for p in (path, tmp_path / "eth.pcap"):
         (res,) = replay_paths([str(p)], SMTP).results
         assert res.source is not None and res.source.flows == 3, p.name
+
+
+def _reorder(path: Path, out: Path, endian: str, nano: bool) -> Path:
+    """``path`` (a little-endian microsecond pcap) rewritten in byte order ``endian``, with
+    nanosecond timestamps when ``nano``: the same records under another of the four magics."""
+    data = path.read_bytes()
+    _magic, vmaj, vmin, zone, sig, snap, link = struct.unpack_from("<IHHiIII", data, 0)
+    parts = [struct.pack(endian + "IHHiIII", 0xA1B23C4D if nano else 0xA1B2C3D4, vmaj, vmin, zone, sig, snap, link)]
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, usec, caplen, wirelen = struct.unpack_from("<IIII", data, pos)
+        parts.append(struct.pack(endian + "IIII", sec, usec * 1000 if nano else usec, caplen, wirelen))
+        parts.append(data[pos + 16 : pos + 16 + caplen])
+        pos += 16 + caplen
+    out.write_bytes(b"".join(parts))
+    return out
+
+
+@pytest.mark.parametrize(("endian", "nano"), [("<", False), (">", False), ("<", True), (">", True)])
+def test_plain_reader_matches_scapys_for_every_classic_magic(tmp_path: Path, endian: str, nano: bool) -> None:
+    src = REPO / "pcaps" / "smtp-postfix.pcap"
+    assert src.read_bytes()[:4] == b"\xd4\xc3\xb2\xa1"
+    path = _reorder(src, tmp_path / "x.pcap", endian, nano)
+    reader = CaptureReader(str(path))
+    ours = list(reader.records())
+    theirs = [(m.sec + m.usec / (1e9 if nano else 1e6), d, m.wirelen) for d, m in RawPcapReader(str(path))]
+    assert [(ts, d, w) for ts, _, d, w in ours] == theirs and len(ours) > 5
+    assert reader.format == "pcap" and not reader.errors
+
+
+def test_a_plain_pcap_is_replayed_without_importing_scapys_reader() -> None:
+    # scapy.utils (its readers) costs start-up; a classic pcap needs none of it. The SMTP probe
+    # needs no scapy either, so none of scapy may be imported by this replay.
+    code = (
+        "import sys\n"
+        "from probes.smtp import SMTPProbe\n"
+        "from scanner.replay import replay_paths\n"
+        f"r = replay_paths([{str(REPO / 'pcaps' / 'smtp-postfix.pcap')!r}], [SMTPProbe()])\n"
+        "assert r.results and r.results[0].product, r.results\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scapy'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_cipher_suite_names_read_from_scapys_source_are_its_table() -> None:
+    from scapy.layers.tls.crypto.suites import _tls_cipher_suites
+
+    table = tlsparse._suite_names_from_source()
+    assert len(table) > 200
+    assert table == dict(_tls_cipher_suites)
+    assert tlsparse.cipher_name(0x1301) == "TLS_AES_128_GCM_SHA256"
+    assert tlsparse.cipher_name(0xC02F) == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    assert tlsparse.cipher_name(0xFAFA) == "0xfafa"  # GREASE: no name
+
+
+@pytest.mark.parametrize(("call_id", "max_frag"), [(1, 4280), (2, 5840), (0xFFFFFFFF, 1024)])
+def test_msrpc_bind_packed_without_scapy_is_scapys_pdu(call_id: int, max_frag: int) -> None:
+    # the msrpc dialogue's first step runs on every replayed flow not named yet: its bind is
+    # packed with struct, and must be the very PDU scapy builds
+    from scapy.layers.dcerpc import (
+        DceRpc5,
+        DceRpc5AbstractSyntax,
+        DceRpc5Bind,
+        DceRpc5Context,
+        DceRpc5TransferSyntax,
+    )
+
+    from probes.msrpc import wire
+
+    ctx = DceRpc5Context(
+        cont_id=0,
+        abstract_syntax=DceRpc5AbstractSyntax(if_uuid=wire.EPM_UUID, if_version=3),
+        transfer_syntaxes=[DceRpc5TransferSyntax(if_uuid=wire.NDR_UUID, if_version=2)],
+    )
+    pdu = DceRpc5(ptype=wire.PTYPE_BIND, pfc_flags=0x03, endian="little", call_id=call_id) / DceRpc5Bind(
+        max_xmit_frag=max_frag, max_recv_frag=max_frag, assoc_group_id=0, context_elem=[ctx]
+    )
+    assert wire.build_bind(call_id, max_frag) == bytes(pdu)
+
+
+@pytest.mark.parametrize(
+    ("cname", "realm", "nonce", "etypes"),
+    [
+        ("portproof-0123456789", "EXAMPLE.COM", 12345, (18, 17, 23)),
+        (None, "SAMDOM.EXAMPLE.COM", 0x7FFFFFFF, (18, 17, 20, 19, 23, 16)),
+        ("x" * 200, "Y" * 150, 2**31 + 5, (18,)),  # long-form DER lengths; the nonce masked
+        ("u", "", 128, (-128, 255)),  # integers at the sign boundaries
+    ],
+)
+def test_kerberos_as_req_encoded_without_scapy_is_scapys(
+    cname: str | None, realm: str, nonce: int, etypes: tuple[int, ...]
+) -> None:
+    # the kerberos dialogue's first step runs on every replayed flow not named yet: its AS-REQ is
+    # DER-encoded by hand and must be the very bytes of scapy's KRB_AS_REQ (rtime is the current
+    # second in both: built again when a second boundary fell between the two)
+    from scapy.asn1.asn1 import ASN1_GENERALIZED_TIME
+
+    from probes.kerberos import wire
+
+    krb = wire._scapy()
+
+    def scapy_build() -> bytes:
+        body = krb.KRB_KDC_REQ_BODY(
+            kdcOptions="forwardable+renewable",
+            cname=None if cname is None else krb.PrincipalName(nameType=1, nameString=[cname]),
+            realm=realm,
+            sname=krb.PrincipalName(nameType=2, nameString=["krbtgt", realm]),
+            till=ASN1_GENERALIZED_TIME(wire._TILL),
+            nonce=nonce & 0x7FFFFFFF,
+            etype=list(etypes),
+        )
+        return bytes(krb.KRB_AS_REQ(padata=None, reqBody=body))
+
+    for _ in range(3):
+        ours, theirs = wire.build_as_req(cname, realm, nonce, etypes), scapy_build()
+        if ours == theirs:
+            break
+    assert ours == theirs
