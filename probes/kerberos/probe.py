@@ -186,17 +186,7 @@ class KerberosProbe(Probe):
         realm, source = _realm(ctx)
         user = f"portproof-{ctx.rng.getrandbits(40):010x}"
         req = build_as_req(user, realm, ctx.rng.getrandbits(31))
-        msg: bytes | None = None
-        for attempt in range(UDP_TRIES if udp else 1):
-            yield Send(req if udp else tcp_wrap(req))
-            try:
-                msg = yield Recv(framer, max_size=_MAX_RECV)
-                break
-            except RecvTimeout:
-                if attempt + 1 >= (UDP_TRIES if udp else 1) or ctx.replay:
-                    raise
-        assert msg is not None
-        first = parse_kdc_message(msg if udp else msg[4:])
+        first = parse_kdc_message((yield from _first_reply(ctx, req, framer)))
         finding = Finding(service="kerberos", confidence=8)
         finding.details["transport"] = ctx.transport
         _reply_finding(first, finding)
@@ -344,6 +334,24 @@ class KerberosProbe(Probe):
                 break
         _summarise(finding, replies)
         return finding
+
+
+def _first_reply(ctx: ProbeContext, req: bytes, framer: Framer) -> Generator[Step, Any, bytes]:
+    """Send the dialogue's first request and return the reply's message (the TCP length prefix
+    taken off); over UDP the request is sent again once when no answer comes (a lost datagram),
+    except in a replay, where nothing more can arrive."""
+    udp = ctx.transport == "udp"
+    tries = UDP_TRIES if udp and not ctx.replay else 1
+    for attempt in range(tries):
+        yield Send(req if udp else tcp_wrap(req))
+        try:
+            msg: bytes = yield Recv(framer, max_size=_MAX_RECV)
+        except RecvTimeout:
+            if attempt + 1 >= tries:
+                raise
+            continue
+        return msg if udp else msg[4:]
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _exchange(req: bytes, framer: Framer, udp: bool) -> Generator[Step, Any, KrbError | KdcReply]:
@@ -498,17 +506,8 @@ class KpasswdProbe(Probe):
         """See the class docstring."""
         udp = ctx.transport == "udp"
         req = build_kpasswd_probe()
-        msg: bytes | None = None
-        for attempt in range(UDP_TRIES if udp else 1):
-            yield Send(req if udp else tcp_wrap(req))
-            try:
-                msg = yield Recv(frame_kpasswd_udp if udp else frame_kpasswd_tcp, max_size=_MAX_RECV)
-                break
-            except RecvTimeout:
-                if attempt + 1 >= (UDP_TRIES if udp else 1) or ctx.replay:
-                    raise
-        assert msg is not None
-        reply = parse_kpasswd_reply(msg if udp else msg[4:])
+        framer: Framer = frame_kpasswd_udp if udp else frame_kpasswd_tcp
+        reply = parse_kpasswd_reply((yield from _first_reply(ctx, req, framer)))
         finding = Finding(service="kpasswd", confidence=8)
         finding.details["transport"] = ctx.transport
         _kpasswd_finding(finding, reply)

@@ -109,6 +109,19 @@ add_lo() {  # add_lo 127.0.0.N -> make sure the address is on lo; down.sh remove
   ip -4 -o addr show | grep " inet $1/" > /dev/null && return 0
   ip addr add "$1/32" dev lo; echo "$1" >> "$RUN/lo-added"
 }
+unpack_debs() {  # unpack_debs NAME ROOT MARKER PKG... -> the .debs, fetched into ROOT/../debs, unpacked into ROOT (apt-get download +
+  # dpkg -x: no maintainer script runs), unless ROOT/MARKER exists; status 1 when LAB_NO_INSTALL forbids it
+  local name=$1 root=$2 marker=$3 f; shift 3
+  [ -x "$root/$marker" ] && return 0
+  if [ -n "${LAB_NO_INSTALL:-}" ]; then
+    log "$name: not unpacked in $root and LAB_NO_INSTALL is set: skipped"
+    return 1
+  fi
+  mkdir -p "${root%/*}/debs"
+  (cd "${root%/*}/debs" && apt-get download "$@") > "$LOGS/$name-download.log" 2>&1 \
+    || die "$name: apt-get download failed, see $LOGS/$name-download.log"
+  for f in "${root%/*}"/debs/*.deb; do dpkg -x "$f" "$root"; done
+}
 # (no "| grep -q" anywhere: with pipefail an early-exiting grep -q can SIGPIPE the writer)
 render() {  # render TEMPLATE DEST
   sed -e "s#@RUN@#$RUN#g" -e "s#@LOGS@#$LOGS#g" -e "s#@LAB@#$LAB#g" -e "s#@IP1@#$IP1#g" -e "s#@IP2@#$IP2#g" "$1" > "$2"

@@ -24,17 +24,7 @@ start_heimdalkdc() {
   local base=$STATE/heimdalkdc d=$RUN/heimdalkdc
   local root=$base/root
   local libdir=$root/usr/lib/x86_64-linux-gnu
-  if [ ! -x "$root/usr/lib/heimdal-servers/kdc" ]; then
-    if [ -n "${LAB_NO_INSTALL:-}" ]; then
-      log "heimdalkdc: not unpacked in $root and LAB_NO_INSTALL is set: skipped"
-      return 0
-    fi
-    mkdir -p "$base/debs"
-    (cd "$base/debs" && apt-get download "${HEIMDALKDC_DEBS[@]}") > "$LOGS/heimdalkdc-download.log" 2>&1 \
-      || die "heimdalkdc: apt-get download failed, see $LOGS/heimdalkdc-download.log"
-    local f
-    for f in "$base"/debs/*.deb; do dpkg -x "$f" "$root"; done
-  fi
+  unpack_debs heimdalkdc "$root" usr/lib/heimdal-servers/kdc "${HEIMDALKDC_DEBS[@]}" || return 0
   case "$HEIMDALKDC_IP" in 127.*) add_lo "$HEIMDALKDC_IP" ;; esac
   if ss -Hlntu "( sport = :88 )" | awk '{print $5}' | grep -E "^(\*|0\.0\.0\.0|\[::\]|$HEIMDALKDC_IP):88$" > /dev/null; then
     die "heimdalkdc: $HEIMDALKDC_IP:88 (or the wildcard) already in use"

@@ -26,17 +26,7 @@ start_mitkdc() {
   local base=$STATE/mitkdc d=$RUN/mitkdc
   local root=$base/root
   local libdir=$root/usr/lib/x86_64-linux-gnu
-  if [ ! -x "$root/usr/sbin/krb5kdc" ]; then
-    if [ -n "${LAB_NO_INSTALL:-}" ]; then
-      log "mitkdc: not unpacked in $root and LAB_NO_INSTALL is set: skipped"
-      return 0
-    fi
-    mkdir -p "$base/debs"
-    (cd "$base/debs" && apt-get download "${MITKDC_DEBS[@]}") > "$LOGS/mitkdc-download.log" 2>&1 \
-      || die "mitkdc: apt-get download failed, see $LOGS/mitkdc-download.log"
-    local f
-    for f in "$base"/debs/*.deb; do dpkg -x "$f" "$root"; done
-  fi
+  unpack_debs mitkdc "$root" usr/sbin/krb5kdc "${MITKDC_DEBS[@]}" || return 0
   case "$MITKDC_IP" in 127.*) add_lo "$MITKDC_IP" ;; esac
   if ss -Hlntu "( sport = :88 )" | awk '{print $5}' | grep -E "^(\*|0\.0\.0\.0|\[::\]|$MITKDC_IP):88$" > /dev/null; then
     die "mitkdc: $MITKDC_IP:88 (or the wildcard) already in use"
